@@ -1,0 +1,155 @@
+"""The one place that decides whether an exchange failure is worth retrying.
+
+Every ccxt exception an activity sees goes through `classify_exchange_error`, which keeps the
+Binance error code (`-2019`, `-2021`, ...) next to a stable `kind`, so callers branch on what
+happened rather than on exception class names, and Temporal retries only what can succeed later.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import dataclass
+
+import ccxt.async_support as ccxt
+
+_CODE_IN_BODY = re.compile(r'"code"\s*:\s*(-?\d+)')
+_MSG_IN_BODY = re.compile(r'"msg"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+class FailureKind(str, enum.Enum):
+    # Retryable: the same request may succeed later (client ids make order retries safe).
+    NETWORK = "network"  # connection dropped, DNS, refused
+    TIMEOUT = "timeout"
+    RATE_LIMITED = "rate_limited"  # HTTP 429/418, -1003
+    EXCHANGE_BUSY = "exchange_busy"  # -1001 internal error / disconnected, 5xx
+    CLOCK_SKEW = "clock_skew"  # -1021: a retry signs with a fresh timestamp
+    # Not retryable: retrying the same request gets the same answer.
+    INSUFFICIENT_FUNDS = "insufficient_funds"  # -2019
+    WOULD_TRIGGER_IMMEDIATELY = "would_trigger_immediately"  # -2021: act at market instead
+    DUPLICATE_CLIENT_ORDER_ID = "duplicate_client_order_id"  # -4116: already placed
+    ORDER_NOT_FOUND = "order_not_found"  # -2011/-2013
+    REDUCE_ONLY_REJECTED = "reduce_only_rejected"  # -2022: nothing left to reduce
+    BELOW_MIN_NOTIONAL = "below_min_notional"  # -4164
+    INVALID_ORDER = "invalid_order"  # bad price/qty/precision/type
+    AUTH = "auth"  # -1022/-2015/-2014
+    BAD_SYMBOL = "bad_symbol"
+    BAD_REQUEST = "bad_request"
+    EXCHANGE_ERROR = "exchange_error"  # anything else the exchange refused
+
+
+# Codes whose meaning is more precise than the ccxt class they arrive as.
+_KIND_BY_CODE: dict[int, FailureKind] = {
+    -1001: FailureKind.EXCHANGE_BUSY,
+    -1003: FailureKind.RATE_LIMITED,
+    -1021: FailureKind.CLOCK_SKEW,
+    -1022: FailureKind.AUTH,
+    -2014: FailureKind.AUTH,
+    -2015: FailureKind.AUTH,
+    -2011: FailureKind.ORDER_NOT_FOUND,
+    -2013: FailureKind.ORDER_NOT_FOUND,
+    -2019: FailureKind.INSUFFICIENT_FUNDS,
+    -2021: FailureKind.WOULD_TRIGGER_IMMEDIATELY,
+    -2022: FailureKind.REDUCE_ONLY_REJECTED,
+    -4116: FailureKind.DUPLICATE_CLIENT_ORDER_ID,
+    -4164: FailureKind.BELOW_MIN_NOTIONAL,
+}
+
+RETRYABLE_KINDS = frozenset(
+    {
+        FailureKind.NETWORK,
+        FailureKind.TIMEOUT,
+        FailureKind.RATE_LIMITED,
+        FailureKind.EXCHANGE_BUSY,
+        FailureKind.CLOCK_SKEW,
+    }
+)
+
+# Ordered most specific first: the first isinstance match wins.
+_KIND_BY_CLASS: tuple[tuple[type[Exception], FailureKind], ...] = (
+    (ccxt.RequestTimeout, FailureKind.TIMEOUT),
+    (ccxt.DDoSProtection, FailureKind.RATE_LIMITED),
+    (ccxt.RateLimitExceeded, FailureKind.RATE_LIMITED),
+    (ccxt.InvalidNonce, FailureKind.CLOCK_SKEW),
+    (ccxt.ExchangeNotAvailable, FailureKind.EXCHANGE_BUSY),
+    (ccxt.NetworkError, FailureKind.NETWORK),
+    (ccxt.OperationFailed, FailureKind.EXCHANGE_BUSY),  # BadResponse, -1000/-1001, ...
+    (ccxt.InsufficientFunds, FailureKind.INSUFFICIENT_FUNDS),
+    (ccxt.OrderImmediatelyFillable, FailureKind.WOULD_TRIGGER_IMMEDIATELY),
+    (ccxt.DuplicateOrderId, FailureKind.DUPLICATE_CLIENT_ORDER_ID),
+    (ccxt.OrderNotFound, FailureKind.ORDER_NOT_FOUND),
+    (ccxt.InvalidOrder, FailureKind.INVALID_ORDER),
+    (ccxt.AuthenticationError, FailureKind.AUTH),
+    (ccxt.BadSymbol, FailureKind.BAD_SYMBOL),
+    (ccxt.BadRequest, FailureKind.BAD_REQUEST),
+)
+
+
+@dataclass(frozen=True)
+class ExchangeFailure:
+    kind: FailureKind
+    retryable: bool
+    code: int | None  # the exchange's own error code, when it sent one
+    message: str  # the exchange's message (or the exception text)
+    exception_type: str  # the ccxt class it arrived as, for logs
+
+    def as_details(self) -> dict:
+        return {
+            "kind": self.kind.value,
+            "retryable": self.retryable,
+            "code": self.code,
+            "message": self.message,
+            "exception_type": self.exception_type,
+        }
+
+
+def exchange_error_code(exc: BaseException) -> int | None:
+    """The Binance error code carried in a ccxt exception's message, if any."""
+    match = _CODE_IN_BODY.search(str(exc))
+    return int(match.group(1)) if match else None
+
+
+def _exchange_message(exc: BaseException) -> str:
+    text = str(exc)
+    match = _MSG_IN_BODY.search(text)
+    if match:
+        try:
+            return json.loads(f'"{match.group(1)}"')
+        except json.JSONDecodeError:
+            return match.group(1)
+    return text
+
+
+def classify_exchange_error(exc: BaseException) -> ExchangeFailure:
+    """Classify any exception raised while talking to the exchange.
+
+    Transport-level failures (HTTP 429, dropped connections) are decided by class first: a 429
+    is rate limiting whatever code its body carries. Otherwise a known Binance code decides;
+    the ccxt class is the fallback.
+    """
+    code = exchange_error_code(exc)
+    kind: FailureKind | None = None
+    if isinstance(exc, ccxt.RequestTimeout):
+        kind = FailureKind.TIMEOUT
+    elif isinstance(exc, ccxt.DDoSProtection):
+        kind = FailureKind.RATE_LIMITED
+    elif code is not None and code in _KIND_BY_CODE:
+        kind = _KIND_BY_CODE[code]
+    else:
+        for cls, candidate in _KIND_BY_CLASS:
+            if isinstance(exc, cls):
+                kind = candidate
+                break
+    if kind is None:
+        if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+            kind = FailureKind.NETWORK
+        else:
+            kind = FailureKind.EXCHANGE_ERROR
+    return ExchangeFailure(
+        kind=kind,
+        retryable=kind in RETRYABLE_KINDS,
+        code=code,
+        message=_exchange_message(exc),
+        exception_type=type(exc).__name__,
+    )

@@ -1,0 +1,1 @@
+"""The `qt` command: settings, local stack launcher, demo."""

@@ -1,0 +1,84 @@
+"""Configuration of the local stack and of the exchange connection, read from `QT_*` env vars.
+
+One class per concern, so each process reads only what it needs:
+- `StackSettings` (`QT_`): where Temporal and Redis are, where local state lives.
+- `ExchangeSettings` (`QT_EXCHANGE_`): which exchange ccxt talks to (paper, testnet or live).
+The paper exchange has its own `PaperSettings` (`QT_PAPER_`) in `paper_exchange/config.py`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The custom search attributes every TradeWorkflow upserts (SPEC: "Visible in the Web UI").
+# The launcher registers them at start; workers check for them before polling.
+SEARCH_ATTRIBUTES: dict[str, str] = {
+    "Symbol": "Keyword",
+    "Side": "Keyword",
+    "TradeStatus": "Keyword",
+    "ExitReason": "Keyword",
+    "IntentSource": "Keyword",
+    "ModelVersion": "Keyword",
+    "RealizedPnl": "Double",
+    "Leverage": "Double",
+    "Confidence": "Double",
+}
+
+
+class StackSettings(BaseSettings):
+    """Addresses of the parts of the stack. Defaults describe the embedded local stack."""
+
+    model_config = SettingsConfigDict(env_prefix="QT_", extra="ignore")
+
+    data_dir: Path = Field(Path(".data"), description="local state: SQLite, AOF, logs, pid files")
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+    # When set, `qt up` does not start a Temporal dev server: one runs elsewhere.
+    temporal_external: bool = False
+
+    # When set, `qt up` does not start redis-server and everything uses this URL.
+    redis_url: str | None = None
+    # Port of the redis-server the launcher starts. Not 6379, so the embedded stack never
+    # collides with a system Redis that `apt-get install redis-server` may have started.
+    redis_port: int = 6479
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # Bearer token every mutating API call must carry.
+    api_token: SecretStr | None = None
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def temporal_ui_url(self) -> str:
+        host = self.temporal_address.rsplit(":", 1)[0]
+        return f"http://{host}:{self.temporal_ui_port}"
+
+
+class ExchangeSettings(BaseSettings):
+    """Which exchange the single ccxt client talks to.
+
+    `paper` reaches the local paper exchange (address and keys from `PaperSettings`);
+    `testnet` is Binance's futures demo trading; `live` is real money.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="QT_EXCHANGE_", extra="ignore")
+
+    mode: Literal["paper", "testnet", "live"] = "paper"
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+    # ccxt's own per-request timeout; activities add their own start-to-close timeouts.
+    timeout_ms: int = Field(10_000, ge=100, le=120_000)
+    recv_window_ms: int = Field(5_000, ge=1, le=60_000)

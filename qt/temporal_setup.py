@@ -1,0 +1,68 @@
+"""Temporal connection and the custom search attributes every trade needs.
+
+`temporal server start-dev --search-attribute` registers attributes only when it creates a new
+SQLite file; on a restart with an existing file a newly added attribute is silently skipped.
+So the launcher (and any worker, at start) checks the namespace and adds what is missing.
+"""
+
+from __future__ import annotations
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+
+from qt.settings import SEARCH_ATTRIBUTES, StackSettings
+
+_INDEXED_TYPE = {
+    "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "Double": IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE,
+    "Text": IndexedValueType.INDEXED_VALUE_TYPE_TEXT,
+    "Int": IndexedValueType.INDEXED_VALUE_TYPE_INT,
+    "Bool": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
+    "Datetime": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
+}
+
+
+async def connect(settings: StackSettings | None = None) -> Client:
+    settings = settings or StackSettings()
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+
+
+async def registered_search_attributes(client: Client) -> dict[str, str]:
+    """Custom search attributes of the client's namespace, name -> type name ('Keyword', ...)."""
+    response = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    by_value = {value: name for name, value in _INDEXED_TYPE.items()}
+    return {
+        name: by_value.get(value, str(value)) for name, value in response.custom_attributes.items()
+    }
+
+
+async def ensure_search_attributes(client: Client) -> list[str]:
+    """Add the missing SEARCH_ATTRIBUTES; return the names added.
+
+    An attribute registered with another type cannot be changed in place: that is an operator
+    decision (it means history from an older deployment), so it is reported, not "fixed".
+    """
+    present = await registered_search_attributes(client)
+    wrong = {
+        name: (present[name], kind)
+        for name, kind in SEARCH_ATTRIBUTES.items()
+        if name in present and present[name] != kind
+    }
+    if wrong:
+        details = ", ".join(f"{n} is {have}, needs {need}" for n, (have, need) in wrong.items())
+        raise RuntimeError(f"search attributes with the wrong type in {client.namespace}: {details}")
+    missing = {name: kind for name, kind in SEARCH_ATTRIBUTES.items() if name not in present}
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=client.namespace,
+                search_attributes={name: _INDEXED_TYPE[kind] for name, kind in missing.items()},
+            )
+        )
+    return sorted(missing)

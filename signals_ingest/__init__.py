@@ -1,0 +1,1 @@
+"""Redis Streams in, market feed, signal engine."""

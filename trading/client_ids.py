@@ -1,0 +1,43 @@
+"""Client order ids: derived from the workflow id and the lifecycle step, never random.
+
+The same (workflow, step) always yields the same id, so an activity retried after a crash asks
+the exchange "do you already have `trade-x1-entry`?" before placing anything, and a duplicate-id
+rejection (-4116) means "already placed", never "place again".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+# Binance USD-M: newClientOrderId / clientAlgoId must match this.
+CLIENT_ORDER_ID_PATTERN = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
+MAX_LEN = 36
+_UNSAFE = re.compile(r"[^.A-Z:/a-z0-9_-]")
+_STEP = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
+
+
+def is_valid_client_order_id(value: str) -> bool:
+    return bool(CLIENT_ORDER_ID_PATTERN.fullmatch(value))
+
+
+def client_order_id(workflow_id: str, step: str) -> str:
+    """`{workflow_id}-{step}` when it fits Binance's 36 characters, else a stable short form.
+
+    The short form keeps the step readable at the end (`…-sl-2`) and replaces the workflow id
+    with a prefix plus a hash of the full id, so two long ids never collide in practice.
+    """
+    if not _STEP.fullmatch(step):
+        raise ValueError(f"step {step!r} must be 1-16 chars of [a-z0-9-], e.g. 'entry', 'sl-2'")
+    if not workflow_id:
+        raise ValueError("workflow_id must not be empty")
+    safe_id = _UNSAFE.sub("_", workflow_id)
+    candidate = f"{safe_id}-{step}"
+    if len(candidate) <= MAX_LEN and safe_id == workflow_id:
+        return candidate
+    digest = hashlib.sha256(workflow_id.encode()).hexdigest()[:12]
+    room = MAX_LEN - len(step) - len(digest) - 2  # two dashes
+    prefix = safe_id[: max(room, 0)]
+    short = f"{prefix}-{digest}-{step}" if prefix else f"{digest}-{step}"
+    assert is_valid_client_order_id(short), short
+    return short
