@@ -1,0 +1,44 @@
+# One image for every Quantum Trader process: the compose file runs it as workers, ingest, api
+# and paper exchange by passing the `qt` subcommand (ENTRYPOINT is `qt`), e.g.
+#   docker run --rm quantum-trader:0.1.0 worker --queue trade-monitor
+# Build: docker build -t quantum-trader:0.1.0 .   (docker-compose.temporal.yml does it for you)
+FROM python:3.11.13-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    QT_DATA_DIR=/var/lib/qt
+
+# libgomp1: LightGBM's wheel links against OpenMP, which the slim image does not carry.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+
+# Non-root user; /var/lib/qt is its data dir (a named volume in compose inherits this owner).
+RUN groupadd --system --gid 10001 qt \
+    && useradd --system --uid 10001 --gid qt --home-dir /home/qt --create-home \
+       --shell /usr/sbin/nologin qt \
+    && install -d -o qt -g qt /var/lib/qt
+
+# Project metadata first, then the packages listed in pyproject's [tool.setuptools.packages.find].
+WORKDIR /tmp/src
+COPY pyproject.toml README.md ./
+COPY qt ./qt
+COPY trading ./trading
+COPY workflows ./workflows
+COPY activities ./activities
+COPY workers ./workers
+COPY signals_ingest ./signals_ingest
+COPY api ./api
+COPY paper_exchange ./paper_exchange
+# Exact pins come from pyproject.toml; the source tree is not needed once installed.
+RUN pip install --no-cache-dir . \
+    && cd / && rm -rf /tmp/src
+
+WORKDIR /var/lib/qt
+USER qt
+
+EXPOSE 8000 8100
+ENTRYPOINT ["qt"]
+CMD ["--help"]
