@@ -26,6 +26,7 @@ class FailureKind(str, enum.Enum):
     EXCHANGE_BUSY = "exchange_busy"  # -1001 internal error / disconnected, 5xx
     CLOCK_SKEW = "clock_skew"  # -1021: a retry signs with a fresh timestamp
     # Not retryable: retrying the same request gets the same answer.
+    ALREADY_SET = "already_set"  # -4046 margin type, no change needed: treat as success
     INSUFFICIENT_FUNDS = "insufficient_funds"  # -2019
     WOULD_TRIGGER_IMMEDIATELY = "would_trigger_immediately"  # -2021: act at market instead
     DUPLICATE_CLIENT_ORDER_ID = "duplicate_client_order_id"  # -4116: already placed
@@ -52,6 +53,7 @@ _KIND_BY_CODE: dict[int, FailureKind] = {
     -2019: FailureKind.INSUFFICIENT_FUNDS,
     -2021: FailureKind.WOULD_TRIGGER_IMMEDIATELY,
     -2022: FailureKind.REDUCE_ONLY_REJECTED,
+    -4046: FailureKind.ALREADY_SET,
     -4116: FailureKind.DUPLICATE_CLIENT_ORDER_ID,
     -4164: FailureKind.BELOW_MIN_NOTIONAL,
 }
@@ -72,9 +74,13 @@ _KIND_BY_CLASS: tuple[tuple[type[Exception], FailureKind], ...] = (
     (ccxt.DDoSProtection, FailureKind.RATE_LIMITED),
     (ccxt.RateLimitExceeded, FailureKind.RATE_LIMITED),
     (ccxt.InvalidNonce, FailureKind.CLOCK_SKEW),
+    # ccxt raises ExchangeNotAvailable both for 5xx answers and for a connection dropped
+    # mid-request: either way the outcome of an order request is unknown, so order activities
+    # look the order up by its client id before placing it again.
     (ccxt.ExchangeNotAvailable, FailureKind.EXCHANGE_BUSY),
     (ccxt.NetworkError, FailureKind.NETWORK),
     (ccxt.OperationFailed, FailureKind.EXCHANGE_BUSY),  # BadResponse, -1000/-1001, ...
+    (ccxt.NoChange, FailureKind.ALREADY_SET),  # MarginModeAlreadySet and friends
     (ccxt.InsufficientFunds, FailureKind.INSUFFICIENT_FUNDS),
     (ccxt.OrderImmediatelyFillable, FailureKind.WOULD_TRIGGER_IMMEDIATELY),
     (ccxt.DuplicateOrderId, FailureKind.DUPLICATE_CLIENT_ORDER_ID),

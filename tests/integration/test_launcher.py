@@ -22,7 +22,7 @@ import pytest
 
 from qt.settings import SEARCH_ATTRIBUTES, StackSettings
 from qt.temporal_setup import connect, registered_search_attributes
-from tests.fixtures.stack import free_port
+from tests.fixtures.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -35,6 +35,7 @@ CASES = [
     (-2011, "Unknown order sent.", 400, ccxt.OrderNotFound, FailureKind.ORDER_NOT_FOUND, False),
     (-1022, "Signature for this request is not valid.", 400, ccxt.AuthenticationError, FailureKind.AUTH, False),
     (-2015, "Invalid API-key, IP, or permissions for action.", 401, ccxt.AuthenticationError, FailureKind.AUTH, False),
+    (-4046, "No need to change margin type.", 400, ccxt.MarginModeAlreadySet, FailureKind.ALREADY_SET, False),
     (-1021, "Timestamp for this request is outside of the recvWindow.", 400, ccxt.InvalidNonce, FailureKind.CLOCK_SKEW, True),
     (-1001, "Internal error; unable to process your request. Please try again.", 503, ccxt.OperationFailed, FailureKind.EXCHANGE_BUSY, True),
     (-1003, "Too many requests; current limit is 2400 requests per minute.", 429, ccxt.DDoSProtection, FailureKind.RATE_LIMITED, True),
