@@ -1,0 +1,350 @@
+"""Gate activities (SPEC stage 1): may this intent trade now? Every check's verdict, in one call.
+
+The old system spread these checks over services whose guards raced (60 s in-flight locks,
+safe mode with no known trigger). Here one activity reads Redis and the exchange, evaluates
+every gate even after the first failure (the UI shows the whole picture), and only then takes
+the per-symbol lock, so a rejected intent never holds a symbol. The lock's value is the owning
+workflow id: a retried activity finds its own lock and passes, nobody else can take or free it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+from temporalio import activity
+
+from activities.exchange import shared_exchange
+from activities.market import ExchangeHolder, ExchangeSource, SymbolRules, rules_from_market, to_decimal
+from activities.risk_settings import RiskSettings
+from activities.temporal_errors import to_application_error
+from trading.intent import TradeIntent, intent_age_s, is_stale
+from trading.models import Side
+from trading.sizing import size_position
+
+SAFE_MODE_KEY = "quantum:safety:safe_mode"  # old system's names: its tools keep working
+KILL_SWITCH_KEY = "quantum:safety:kill_switch"
+COOLDOWN_KEY = "quantum:cooldown:{symbol}"
+LOCK_KEY = "quantum:lock:symbol:{symbol}"
+
+GATE_ORDER = (
+    "safe_mode", "kill_switch", "allowlist", "stale_intent", "confidence", "cooldown",
+    "max_open_trades", "max_total_exposure", "free_margin", "market", "price_deviation",
+    "symbol_lock",
+)
+
+# Delete the lock only if this workflow owns it, and start the cooldown, in one atomic step.
+# The cooldown starts when we released it or nobody holds it (a retried release after the
+# first one succeeded), never while another trade owns the symbol.
+_RELEASE_LUA = """
+local owner = redis.call('GET', KEYS[1])
+local released = 0
+if owner == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  released = 1
+end
+if (released == 1 or not owner) and tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+end
+return {released, owner or ''}
+"""
+
+
+def lock_key(symbol: str) -> str:
+    return LOCK_KEY.format(symbol=symbol.upper())
+
+
+def cooldown_key(symbol: str) -> str:
+    return COOLDOWN_KEY.format(symbol=symbol.upper())
+
+
+class GateRequest(BaseModel):
+    workflow_id: str
+    intent: TradeIntent
+    now_ms: int | None = None  # market time; None: the exchange's clock
+
+
+class GateVerdict(BaseModel):
+    name: str
+    passed: bool
+    detail: str
+
+
+class GateReport(BaseModel):
+    passed: bool
+    verdicts: list[GateVerdict]
+    rejection_reason: str | None = None  # the first failed gate's detail
+    lock_acquired: bool = False  # this workflow now owns quantum:lock:symbol:{symbol}
+    market_rules: SymbolRules | None = None
+    price: Decimal | None = None
+    price_time_ms: int | None = None
+    equity: Decimal | None = None
+    free_margin: Decimal | None = None
+
+    def verdict(self, name: str) -> GateVerdict:
+        return next(v for v in self.verdicts if v.name == name)
+
+
+class ReleaseLockRequest(BaseModel):
+    workflow_id: str
+    symbol: str
+    cooldown_s: int = 0
+
+
+class ReleaseLockResult(BaseModel):
+    released: bool  # this workflow owned the lock and it is gone
+    owner: str | None = None  # who held it before the call
+    cooldown_s: int = 0
+
+
+class SafeModeRequest(BaseModel):
+    reason: str
+    ttl_s: int = 900
+
+
+class SafeModeState(BaseModel):
+    active: bool
+    reason: str | None = None
+    ttl_s: int | None = None
+
+
+class ClearSafeModeRequest(BaseModel):
+    reason: str = ""
+
+
+def _text(value: Any) -> Any:
+    """Works with clients with or without decode_responses."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ttl_text(ttl: int) -> str:
+    return f"expires in {ttl} s" if ttl > 0 else "no expiry"
+
+
+def _reason_of(raw: str) -> str:
+    try:
+        return str(json.loads(raw).get("reason", raw))
+    except (ValueError, AttributeError):
+        return raw
+
+
+class _Snapshot(BaseModel):
+    """Everything the gates read, gathered before any verdict is made."""
+
+    safe_mode: str | None
+    safe_mode_ttl: int
+    kill_switch: str | None
+    cooldown_ttl: int
+    lock_owner: str | None
+    locked_symbols: set[str]
+    rules: SymbolRules | None
+    price: Decimal | None
+    price_time_ms: int | None
+    equity: Decimal | None
+    free_margin: Decimal | None
+    open_notional: dict[str, Decimal]  # symbol id -> |notional| of open positions
+
+
+class GateActivities:
+    def __init__(self, redis: aioredis.Redis, settings: RiskSettings | None = None,
+                 exchange: ExchangeSource = shared_exchange) -> None:
+        self._redis = redis
+        self._settings = settings or RiskSettings()
+        self._holder = ExchangeHolder(exchange)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def _snapshot(self, symbol: str) -> _Snapshot:
+        r = self._redis
+        async with r.pipeline(transaction=False) as pipe:
+            pipe.get(SAFE_MODE_KEY).ttl(SAFE_MODE_KEY).get(KILL_SWITCH_KEY)
+            pipe.ttl(cooldown_key(symbol)).get(lock_key(symbol))
+            safe, safe_ttl, kill, cool_ttl, owner = map(_text, await pipe.execute())
+        prefix = LOCK_KEY.format(symbol="")
+        locked = {_text(k)[len(prefix):] async for k in r.scan_iter(match=prefix + "*", count=500)}
+
+        exchange = await self._holder.exchange()
+        market = (exchange.markets_by_id or {}).get(symbol)
+        rules = price = price_time = None
+        try:
+            if market:
+                unified = market[0]["symbol"]
+                rules = rules_from_market(exchange.market(unified), None)
+                ticker = await exchange.fetch_ticker(unified)
+                price = Decimal(str((ticker.get("info") or {}).get("lastPrice") or ticker["last"]))
+                price_time = int(ticker.get("timestamp") or await exchange.fetch_time())
+            if price_time is None:  # no market: the gates still judge by the exchange's clock
+                price_time = int(await exchange.fetch_time())
+            balance = (await exchange.fetch_balance()).get("info") or {}
+            positions = await exchange.fetch_positions()
+        except Exception as exc:  # noqa: BLE001
+            raise to_application_error(exc) from exc
+        open_notional: dict[str, Decimal] = {}
+        for p in positions:
+            info = p.get("info") or {}
+            amount = to_decimal(info.get("positionAmt")) or Decimal(0)
+            if amount:
+                mark = to_decimal(info.get("markPrice")) or to_decimal(p.get("markPrice")) or Decimal(0)
+                notional = to_decimal(info.get("notional")) or amount * mark
+                open_notional[info.get("symbol") or p["symbol"]] = abs(notional)
+        return _Snapshot(
+            safe_mode=safe, safe_mode_ttl=safe_ttl, kill_switch=kill, cooldown_ttl=cool_ttl,
+            lock_owner=owner, locked_symbols=locked, rules=rules, price=price,
+            price_time_ms=price_time,
+            equity=to_decimal(balance.get("totalMarginBalance")),
+            free_margin=to_decimal(balance.get("availableBalance")),
+            open_notional=open_notional,
+        )
+
+    # -- verdicts --------------------------------------------------------------------------------
+
+    def _verdicts(self, request: GateRequest, snap: _Snapshot) -> list[GateVerdict]:
+        s, intent, symbol = self._settings, request.intent, request.intent.symbol
+        out: list[GateVerdict] = []
+
+        def gate(name: str, passed: bool, fail: str, ok: str) -> None:
+            out.append(GateVerdict(name=name, passed=passed, detail=ok if passed else fail))
+
+        gate("safe_mode", snap.safe_mode is None,
+             f"safe mode is on ({_reason_of(snap.safe_mode or '')}; {_ttl_text(snap.safe_mode_ttl)})",
+             "safe mode is off")
+        gate("kill_switch", snap.kill_switch is None,
+             f"kill switch is on ({_reason_of(snap.kill_switch or '')})", "kill switch is off")
+        gate("allowlist", not s.allowlist or symbol in s.allowlist,
+             f"{symbol} is not in the allowlist ({', '.join(s.allowlist)})",
+             "allowlist is empty: every market allowed" if not s.allowlist else f"{symbol} is allowed")
+
+        now_ms = request.now_ms or snap.price_time_ms or int(time.time() * 1000)
+        now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+        age = intent_age_s(intent, now)
+        gate("stale_intent", not is_stale(intent, now, s.max_intent_age_s),
+             f"intent is stale: {age:.0f} s old at market time (max {s.max_intent_age_s:g} s)",
+             f"intent is {age:.0f} s old (max {s.max_intent_age_s:g} s)")
+        gate("confidence", intent.confidence >= s.min_confidence,
+             f"confidence {intent.confidence:g} is below the threshold {s.min_confidence:g}",
+             f"confidence {intent.confidence:g} >= {s.min_confidence:g}")
+        gate("cooldown", snap.cooldown_ttl == -2,  # -2: no key; -1: key without expiry
+             f"{symbol} is cooling down after a close ({_ttl_text(snap.cooldown_ttl)})",
+             f"{symbol} is not cooling down")
+
+        others = (set(snap.open_notional) | snap.locked_symbols) - {symbol}
+        gate("max_open_trades", len(others) < s.max_open_trades,
+             f"{len(others)} trades are open (max {s.max_open_trades})",
+             f"{len(others)} other trades open (max {s.max_open_trades})")
+
+        leverage = min(intent.leverage, s.max_leverage)
+        planned = intent.position_size_usd * leverage  # position_size_usd is margin (sizing.py)
+        if s.max_notional_usd is not None:
+            planned = min(planned, s.max_notional_usd)
+        exposure = sum(snap.open_notional.values(), Decimal(0))
+        gate("max_total_exposure", exposure + planned <= s.max_total_exposure_usd,
+             f"total exposure would be {exposure + planned:.2f} USDT (open {exposure:.2f} + "
+             f"this trade up to {planned:.2f}; max {s.max_total_exposure_usd})",
+             f"total exposure {exposure:.2f} + {planned:.2f} <= {s.max_total_exposure_usd} USDT")
+        free = snap.free_margin or Decimal(0)
+        gate("free_margin", free >= s.min_free_margin_usd and free > 0,
+             f"free margin {free:.2f} USDT is below {s.min_free_margin_usd} USDT",
+             f"free margin {free:.2f} USDT")
+
+        out.append(self._market_verdict(intent, snap, leverage))
+        out.append(self._deviation_verdict(intent, snap))
+        return out
+
+    def _market_verdict(self, intent: TradeIntent, snap: _Snapshot, leverage: int) -> GateVerdict:
+        name = "market"
+        if snap.rules is None or snap.price is None:
+            return GateVerdict(name=name, passed=False,
+                               detail=f"market {intent.symbol} does not exist on the exchange")
+        # Size at today's price with the intent's stop distance (levels are re-based on the fill).
+        if intent.stop_loss is not None:
+            distance = abs(intent.entry_price - intent.stop_loss) / intent.entry_price
+        else:
+            distance = self._settings.fallback_stop_pct / 100
+        sign = 1 if intent.side is Side.BUY else -1
+        stop = snap.price * (1 - sign * distance)
+        sizing = size_position(
+            side=intent.side, entry_price=snap.price, stop_price=stop,
+            confidence=intent.confidence, equity=snap.equity or Decimal(0),
+            free_margin=snap.free_margin or Decimal(0), intent_size_usd=intent.position_size_usd,
+            intent_leverage=leverage, market=snap.rules.sizing_rules(),
+            policy=self._settings.sizing_policy(),
+        )
+        if not sizing.ok:
+            return GateVerdict(name=name, passed=False,
+                               detail=f"min notional not reachable: {sizing.rejected_reason}")
+        return GateVerdict(name=name, passed=True,
+                           detail=f"{sizing.quantity} contracts ({sizing.notional:.2f} USDT) "
+                                  f">= min notional {snap.rules.min_notional}")
+
+    def _deviation_verdict(self, intent: TradeIntent, snap: _Snapshot) -> GateVerdict:
+        name = "price_deviation"
+        if snap.price is None:
+            return GateVerdict(name=name, passed=False, detail="no market price")
+        deviation = abs(snap.price - intent.entry_price) / intent.entry_price * 100
+        limit = self._settings.max_entry_deviation_pct
+        if deviation > Decimal(str(limit)):
+            return GateVerdict(name=name, passed=False,
+                               detail=f"price moved {deviation:.2f} % from the intent's entry "
+                                      f"{intent.entry_price} to {snap.price} (max {limit:g} %)")
+        return GateVerdict(name=name, passed=True,
+                           detail=f"price {snap.price} is {deviation:.2f} % from entry (max {limit:g} %)")
+
+    async def _lock_verdict(self, workflow_id: str, symbol: str, owner: str | None,
+                            take: bool) -> tuple[GateVerdict, bool]:
+        name, key = "symbol_lock", lock_key(symbol)
+        if take and owner is None:
+            # SET NX: of two workflows racing for the symbol exactly one wins.
+            if await self._redis.set(key, workflow_id, nx=True):
+                return GateVerdict(name=name, passed=True, detail=f"lock on {symbol} taken"), True
+            owner = _text(await self._redis.get(key))
+        if owner == workflow_id:
+            return GateVerdict(name=name, passed=True,
+                               detail=f"lock on {symbol} already held by this workflow"), take
+        if owner is not None:
+            return GateVerdict(name=name, passed=False,
+                               detail=f"{symbol} already has an open trade (workflow {owner})"), False
+        return GateVerdict(name=name, passed=True,
+                           detail=f"{symbol} is free (lock not taken: another gate failed)"), False
+
+    # -- activities ------------------------------------------------------------------------------
+
+    @activity.defn(name="run_gates")
+    async def run_gates(self, request: GateRequest) -> GateReport:
+        symbol = request.intent.symbol
+        snap = await self._snapshot(symbol)
+        verdicts = self._verdicts(request, snap)
+        others_ok = all(v.passed for v in verdicts)
+        lock, acquired = await self._lock_verdict(request.workflow_id, symbol, snap.lock_owner,
+                                                  take=others_ok)
+        verdicts.append(lock)
+        failed = [v for v in verdicts if not v.passed]
+        return GateReport(
+            passed=not failed, verdicts=verdicts,
+            rejection_reason=f"{failed[0].name}: {failed[0].detail}" if failed else None,
+            lock_acquired=acquired and not failed, market_rules=snap.rules, price=snap.price,
+            price_time_ms=snap.price_time_ms, equity=snap.equity, free_margin=snap.free_margin,
+        )
+
+    @activity.defn(name="release_symbol_lock")
+    async def release_symbol_lock(self, request: ReleaseLockRequest) -> ReleaseLockResult:
+        released, owner = await self._redis.eval(
+            _RELEASE_LUA, 2, lock_key(request.symbol), cooldown_key(request.symbol),
+            request.workflow_id, max(0, request.cooldown_s))
+        return ReleaseLockResult(released=bool(int(released)), owner=_text(owner) or None,
+                                 cooldown_s=max(0, request.cooldown_s))
+
+    @activity.defn(name="set_safe_mode")
+    async def set_safe_mode(self, request: SafeModeRequest) -> SafeModeState:
+        value = json.dumps({"reason": request.reason, "since_ms": int(time.time() * 1000)})
+        await self._redis.set(SAFE_MODE_KEY, value, ex=max(1, request.ttl_s))
+        return SafeModeState(active=True, reason=request.reason, ttl_s=request.ttl_s)
+
+    @activity.defn(name="clear_safe_mode")
+    async def clear_safe_mode(self, request: ClearSafeModeRequest) -> SafeModeState:
+        await self._redis.delete(SAFE_MODE_KEY)
+        return SafeModeState(active=False)

@@ -1,0 +1,162 @@
+"""Market activities: a symbol's trading rules and its price on the market clock.
+
+Both read ccxt's loaded market (no extra call for the rules, except the leverage bracket,
+cached per symbol) so gates, sizing and levels use the very filters the exchange enforces.
+Prices and sizes travel as `Decimal`, parsed from the exchange's own strings where possible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.exchange import shared_exchange
+from activities.exchange_errors import FailureKind
+from activities.temporal_errors import to_application_error
+from trading.sizing import MarketRules
+
+ExchangeSource = Any | Callable[[], Awaitable[Any]]
+
+
+class ExchangeHolder:
+    """An injected ccxt client, or a zero-arg async factory resolved on first use."""
+
+    def __init__(self, exchange: ExchangeSource = shared_exchange) -> None:
+        self._source = exchange
+        self._client: Any | None = None
+
+    async def exchange(self) -> Any:
+        if self._client is None:
+            if callable(self._source) and not hasattr(self._source, "create_order"):
+                self._client = await self._source()
+            else:
+                self._client = self._source
+        return self._client
+
+
+def to_decimal(value: Any) -> Decimal | None:
+    """Exact Decimal from an exchange string/number; None for absent or empty values."""
+    if value is None or value == "":
+        return None
+    return Decimal(str(value))
+
+
+def resolve_symbol(exchange: Any, symbol: str) -> str:
+    """ccxt's unified symbol for `BTCUSDT` or `BTC/USDT:USDT`; non-retryable error if unlisted."""
+    if symbol in exchange.markets:
+        return symbol
+    by_id = exchange.markets_by_id.get(symbol.upper()) if exchange.markets_by_id else None
+    if by_id:
+        return by_id[0]["symbol"]
+    raise ApplicationError(
+        f"unknown symbol {symbol!r}: the exchange does not list it",
+        {"kind": FailureKind.BAD_SYMBOL.value, "symbol": symbol},
+        type=FailureKind.BAD_SYMBOL.value,
+        non_retryable=True,
+    )
+
+
+class SymbolRequest(BaseModel):
+    symbol: str  # BTCUSDT or BTC/USDT:USDT
+
+
+class SymbolRules(BaseModel):
+    """Filters of one market, plus the `MarketRules` subset sizing needs (`sizing_rules()`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    symbol: str  # exchange id, BTCUSDT
+    ccxt_symbol: str  # BTC/USDT:USDT
+    tick_size: Decimal
+    step_size: Decimal
+    min_qty: Decimal = Decimal(0)
+    max_qty: Decimal | None = None
+    min_notional: Decimal = Decimal(0)
+    max_leverage: int | None = None
+
+    def sizing_rules(self) -> MarketRules:
+        return MarketRules(step_size=self.step_size, min_qty=self.min_qty, max_qty=self.max_qty,
+                           min_notional=self.min_notional, max_leverage=self.max_leverage)
+
+
+class PriceResult(BaseModel):
+    symbol: str
+    price: Decimal  # last trade price
+    time_ms: int  # the exchange's market clock at that price
+
+
+def _filters(market: dict) -> dict[str, dict]:
+    return {f.get("filterType"): f for f in (market.get("info") or {}).get("filters") or []}
+
+
+def rules_from_market(market: dict, max_leverage: int | None) -> SymbolRules:
+    """Binance's raw filters first (exact strings), ccxt's parsed precision/limits as fallback."""
+    filters = _filters(market)
+    price_filter, lot = filters.get("PRICE_FILTER", {}), filters.get("LOT_SIZE", {})
+    limits = market.get("limits") or {}
+    amount_limits, cost_limits = limits.get("amount") or {}, limits.get("cost") or {}
+    tick = to_decimal(price_filter.get("tickSize")) or to_decimal(market["precision"]["price"])
+    step = to_decimal(lot.get("stepSize")) or to_decimal(market["precision"]["amount"])
+    min_notional = to_decimal(filters.get("MIN_NOTIONAL", {}).get("notional"))
+    if min_notional is None:
+        min_notional = to_decimal(cost_limits.get("min")) or Decimal(0)
+    leverage_limit = (limits.get("leverage") or {}).get("max")
+    return SymbolRules(
+        symbol=market["id"],
+        ccxt_symbol=market["symbol"],
+        tick_size=tick,
+        step_size=step,
+        min_qty=to_decimal(lot.get("minQty")) or to_decimal(amount_limits.get("min")) or Decimal(0),
+        max_qty=to_decimal(lot.get("maxQty")) or to_decimal(amount_limits.get("max")),
+        min_notional=min_notional,
+        max_leverage=max_leverage or (int(leverage_limit) if leverage_limit else None),
+    )
+
+
+class MarketActivities:
+    def __init__(self, exchange: ExchangeSource = shared_exchange) -> None:
+        self._holder = ExchangeHolder(exchange)
+        self._max_leverage: dict[str, int | None] = {}  # brackets do not change during a run
+
+    async def _max_leverage_of(self, exchange: Any, symbol: str) -> int | None:
+        if symbol not in self._max_leverage:
+            try:
+                tiers = await exchange.fetch_market_leverage_tiers(symbol)
+                self._max_leverage[symbol] = max(int(t["maxLeverage"]) for t in tiers) if tiers else None
+            except Exception as exc:  # noqa: BLE001 (classified below)
+                error = to_application_error(exc)
+                if not error.non_retryable:
+                    raise error from exc
+                self._max_leverage[symbol] = None  # endpoint missing: ccxt limits are the fallback
+        return self._max_leverage[symbol]
+
+    async def rules(self, symbol: str) -> SymbolRules:
+        exchange = await self._holder.exchange()
+        unified = resolve_symbol(exchange, symbol)
+        return rules_from_market(exchange.market(unified),
+                                 await self._max_leverage_of(exchange, unified))
+
+    async def price(self, symbol: str) -> PriceResult:
+        exchange = await self._holder.exchange()
+        unified = resolve_symbol(exchange, symbol)
+        try:
+            ticker = await exchange.fetch_ticker(unified)
+            time_ms = ticker.get("timestamp") or await exchange.fetch_time()
+        except Exception as exc:  # noqa: BLE001
+            raise to_application_error(exc) from exc
+        last = (ticker.get("info") or {}).get("lastPrice") or ticker["last"]
+        return PriceResult(symbol=exchange.market(unified)["id"], price=Decimal(str(last)),
+                           time_ms=int(time_ms))
+
+    @activity.defn(name="get_market_rules")
+    async def get_market_rules(self, request: SymbolRequest) -> SymbolRules:
+        return await self.rules(request.symbol)
+
+    @activity.defn(name="get_price")
+    async def get_price(self, request: SymbolRequest) -> PriceResult:
+        return await self.price(request.symbol)

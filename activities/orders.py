@@ -1,0 +1,486 @@
+"""Order activities: every order a TradeWorkflow sends, idempotent by client order id.
+
+The caller (the workflow) derives each client id from its workflow id and step, so a retried
+activity, a replayed workflow or a crashed worker asks the exchange about the same id. Every
+placement therefore looks the id up first and places only when the exchange has never seen it;
+a -4116 "duplicate" answer also means "already placed". Failures become `ApplicationError`s
+via `to_application_error`: transient ones are retried by Temporal, the rest are not.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.exchange import shared_exchange
+from activities.exchange_errors import FailureKind, classify_exchange_error
+from activities.market import ExchangeHolder, ExchangeSource, resolve_symbol, to_decimal
+from activities.temporal_errors import to_application_error
+from trading.models import Side
+
+WOULD_TRIGGER_IMMEDIATELY = "WouldTriggerImmediately"
+
+
+class OrderType(StrEnum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+    STOP_MARKET = "STOP_MARKET"
+    TAKE_PROFIT_MARKET = "TAKE_PROFIT_MARKET"
+    TRAILING_STOP_MARKET = "TRAILING_STOP_MARKET"
+
+    @property
+    def conditional(self) -> bool:
+        """Conditional types live on Binance's algo endpoints: looked up with `trigger`."""
+        return self not in (OrderType.MARKET, OrderType.LIMIT)
+
+
+# -- models --------------------------------------------------------------------------------------
+
+
+class SetLeverageRequest(BaseModel):
+    symbol: str
+    leverage: int
+    isolated: bool = True
+
+
+class SetLeverageResult(BaseModel):
+    symbol: str
+    leverage: int
+    margin_mode: str
+
+
+class PlaceOrderRequest(BaseModel):
+    symbol: str
+    side: Side  # the order's side (BUY/SELL), not the position's
+    type: OrderType
+    quantity: Decimal
+    client_order_id: str
+    price: Decimal | None = None  # LIMIT
+    trigger_price: Decimal | None = None  # STOP_MARKET / TAKE_PROFIT_MARKET
+    callback_rate_pct: Decimal | None = None  # TRAILING_STOP_MARKET, percent (0.8 = 0.8 %)
+    activation_price: Decimal | None = None  # TRAILING_STOP_MARKET, optional
+    reduce_only: bool = False
+    time_in_force: str | None = None  # LIMIT: GTC (default) / IOC / FOK / GTX
+
+
+class OrderRef(BaseModel):
+    symbol: str
+    client_order_id: str
+    conditional: bool = False  # STOP_MARKET / TAKE_PROFIT_MARKET / TRAILING_STOP_MARKET
+
+
+class OrderResult(BaseModel):
+    symbol: str  # exchange id, BTCUSDT
+    order_id: str
+    client_order_id: str
+    side: str  # BUY / SELL
+    type: str  # exchange order type (MARKET, STOP_MARKET, ...)
+    conditional: bool
+    status: str  # ccxt's unified status: open / closed / canceled / expired / rejected
+    exchange_status: str  # Binance's own: NEW, FILLED, ... or algoStatus NEW, TRIGGERED, ...
+    quantity: Decimal
+    filled: Decimal = Decimal(0)
+    average_price: Decimal | None = None
+    price: Decimal | None = None
+    trigger_price: Decimal | None = None
+    reduce_only: bool = False
+    triggered_order_id: str | None = None  # a triggered conditional's market order
+    time_ms: int | None = None
+    already_existed: bool = False  # found by client id: this call placed nothing
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
+
+
+class CancelResult(BaseModel):
+    found: bool  # the exchange knows this client id
+    canceled_now: bool  # this call cancelled it (False: it had already finished)
+    order: OrderResult | None = None  # its final state
+
+
+class ClosePositionRequest(BaseModel):
+    symbol: str
+    client_order_id: str
+
+
+class ClosePositionResult(BaseModel):
+    was_flat: bool  # nothing to close: no order sent
+    order: OrderResult | None = None
+    remaining_quantity: Decimal  # signed position after the close (0 = flat)
+
+
+class PositionRequest(BaseModel):
+    symbol: str
+
+
+class PositionResult(BaseModel):
+    symbol: str
+    quantity: Decimal  # signed: > 0 long, < 0 short, 0 flat
+    entry_price: Decimal | None = None
+    liquidation_price: Decimal | None = None
+    leverage: int | None = None
+    margin_mode: str | None = None
+    unrealized_pnl: Decimal = Decimal(0)
+    mark_price: Decimal | None = None
+    exchange_time_ms: int
+
+
+class FillsRequest(BaseModel):
+    symbol: str
+    client_order_ids: list[str] = []  # fills of these orders (a triggered stop carries its id)
+    since_ms: int | None = None  # or: every fill of the symbol since then
+    funding_since_ms: int | None = None  # funding income since then (None: no funding query)
+
+
+class Fill(BaseModel):
+    trade_id: str
+    order_id: str
+    client_order_id: str | None = None
+    side: str
+    price: Decimal
+    quantity: Decimal
+    fee: Decimal  # positive = paid
+    fee_asset: str
+    realized_pnl: Decimal
+    time_ms: int
+
+
+class FundingPayment(BaseModel):
+    amount: Decimal  # positive = received
+    time_ms: int
+
+
+class FillsResult(BaseModel):
+    symbol: str
+    fills: list[Fill]
+    funding: list[FundingPayment] = []
+    realized_pnl: Decimal  # exchange's own, sum over fills (fees excluded)
+    fees: Decimal  # sum, positive = paid
+    funding_total: Decimal  # positive = received
+
+    @property
+    def net_pnl(self) -> Decimal:
+        return self.realized_pnl - self.fees + self.funding_total
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _order_result(order: dict, symbol_id: str, *, conditional: bool, existed: bool) -> OrderResult:
+    info = order.get("info") or {}
+    if conditional:
+        exchange_type = info.get("orderType") or str(order.get("type")).upper()
+        exchange_status = info.get("algoStatus") or str(order.get("status"))
+        quantity = to_decimal(info.get("quantity")) or to_decimal(order.get("amount"))
+        filled = Decimal(0)  # an algo order fills through its triggered market order
+    else:
+        exchange_type = info.get("type") or str(order.get("type")).upper()
+        exchange_status = info.get("status") or str(order.get("status"))
+        quantity = to_decimal(info.get("origQty")) or to_decimal(order.get("amount"))
+        filled = to_decimal(info.get("executedQty")) or to_decimal(order.get("filled")) or Decimal(0)
+    average = to_decimal(info.get("avgPrice")) or to_decimal(order.get("average"))
+    price = to_decimal(info.get("price")) or to_decimal(order.get("price"))
+    trigger = to_decimal(info.get("triggerPrice") or info.get("stopPrice")) or to_decimal(
+        order.get("triggerPrice"))
+    status = order.get("status")
+    if conditional and exchange_status in ("TRIGGERED", "FINISHED"):
+        status = "closed"  # ccxt leaves some algo states unmapped
+    return OrderResult(
+        symbol=symbol_id,
+        order_id=str(order.get("id")),
+        client_order_id=str(order.get("clientOrderId") or info.get("clientAlgoId")
+                            or info.get("clientOrderId")),
+        side=str(info.get("side") or order.get("side", "")).upper(),
+        type=exchange_type,
+        conditional=conditional,
+        status=str(status or exchange_status).lower(),
+        exchange_status=str(exchange_status),
+        quantity=quantity or Decimal(0),
+        filled=filled,
+        average_price=average if average else None,  # Binance sends "0" before any fill
+        price=price if price else None,
+        trigger_price=trigger if trigger else None,
+        reduce_only=bool(order.get("reduceOnly") or info.get("reduceOnly")),
+        triggered_order_id=str(info["actualOrderId"]) if info.get("actualOrderId") else None,
+        time_ms=order.get("timestamp") or info.get("updateTime") or info.get("createTime"),
+        already_existed=existed,
+    )
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    return classify_exchange_error(exc).kind is FailureKind.ORDER_NOT_FOUND
+
+
+def _application_error(exc: BaseException) -> ApplicationError:
+    """`to_application_error`, but -2021 gets the type the workflow branches on."""
+    failure = classify_exchange_error(exc)
+    if failure.kind is FailureKind.WOULD_TRIGGER_IMMEDIATELY:
+        return ApplicationError(
+            f"order would trigger immediately ({failure.code}): {failure.message}; "
+            "act at market instead",
+            failure.as_details(), type=WOULD_TRIGGER_IMMEDIATELY, non_retryable=True,
+        )
+    return to_application_error(exc)
+
+
+# -- activities ----------------------------------------------------------------------------------
+
+
+class OrderActivities:
+    def __init__(self, exchange: ExchangeSource = shared_exchange) -> None:
+        self._holder = ExchangeHolder(exchange)
+
+    async def _client(self, symbol: str) -> tuple[Any, str, str]:
+        exchange = await self._holder.exchange()
+        unified = resolve_symbol(exchange, symbol)
+        return exchange, unified, exchange.market(unified)["id"]
+
+    async def _lookup(self, exchange: Any, unified: str, symbol_id: str, client_id: str,
+                      conditional: bool) -> OrderResult | None:
+        params: dict[str, Any] = {"clientOrderId": client_id}
+        if conditional:
+            params["trigger"] = True
+        try:
+            order = await exchange.fetch_order(None, unified, params)
+        except Exception as exc:  # noqa: BLE001
+            if _is_not_found(exc):
+                return None
+            raise to_application_error(exc) from exc
+        return _order_result(order, symbol_id, conditional=conditional, existed=True)
+
+    @activity.defn(name="set_leverage")
+    async def set_leverage(self, request: SetLeverageRequest) -> SetLeverageResult:
+        exchange, unified, symbol_id = await self._client(request.symbol)
+        mode = "isolated" if request.isolated else "cross"
+        for call in (lambda: exchange.set_margin_mode(mode, unified),
+                     lambda: exchange.set_leverage(request.leverage, unified)):
+            try:
+                await call()
+            except Exception as exc:  # noqa: BLE001
+                if classify_exchange_error(exc).kind is not FailureKind.ALREADY_SET:
+                    raise to_application_error(exc) from exc
+        return SetLeverageResult(symbol=symbol_id, leverage=request.leverage, margin_mode=mode)
+
+    @activity.defn(name="place_order")
+    async def place_order(self, request: PlaceOrderRequest) -> OrderResult:
+        exchange, unified, symbol_id = await self._client(request.symbol)
+        conditional = request.type.conditional
+        cid = request.client_order_id
+        # A previous attempt may have placed it (and lost the answer): never place twice.
+        existing = await self._lookup(exchange, unified, symbol_id, cid, conditional)
+        if existing is not None:
+            return existing
+        order_type, params = self._ccxt_order(exchange, unified, request)
+        try:
+            order = await exchange.create_order(
+                unified, order_type, request.side.value.lower(),
+                float(exchange.amount_to_precision(unified, request.quantity)),
+                float(request.price) if request.price is not None else None, params)
+        except Exception as exc:  # noqa: BLE001
+            if classify_exchange_error(exc).kind is FailureKind.DUPLICATE_CLIENT_ORDER_ID:
+                found = await self._lookup(exchange, unified, symbol_id, cid, conditional)
+                if found is not None:
+                    return found
+            raise _application_error(exc) from exc
+        activity.logger.info("placed %s %s %s cid=%s", request.type, request.side, symbol_id, cid)
+        return _order_result(order, symbol_id, conditional=conditional, existed=False)
+
+    @staticmethod
+    def _ccxt_order(exchange: Any, unified: str, request: PlaceOrderRequest) -> tuple[str, dict]:
+        params: dict[str, Any] = {"clientOrderId": request.client_order_id}
+        if request.reduce_only:
+            params["reduceOnly"] = True
+        kind = request.type
+        if kind is OrderType.LIMIT:
+            if request.price is None:
+                raise ApplicationError("LIMIT needs a price", type=FailureKind.BAD_REQUEST.value,
+                                       non_retryable=True)
+            params["timeInForce"] = request.time_in_force or "GTC"
+            return "limit", params
+        if kind is OrderType.MARKET:
+            return "market", params
+        if kind is OrderType.TRAILING_STOP_MARKET:
+            if request.callback_rate_pct is None:
+                raise ApplicationError("TRAILING_STOP_MARKET needs callback_rate_pct",
+                                       type=FailureKind.BAD_REQUEST.value, non_retryable=True)
+            params["callbackRate"] = float(request.callback_rate_pct)
+            if request.activation_price is not None:
+                params["activationPrice"] = float(request.activation_price)
+            return "TRAILING_STOP_MARKET", params
+        if request.trigger_price is None:
+            raise ApplicationError(f"{kind} needs a trigger_price",
+                                   type=FailureKind.BAD_REQUEST.value, non_retryable=True)
+        params["triggerPrice"] = float(exchange.price_to_precision(unified, request.trigger_price))
+        return kind.value, params
+
+    @activity.defn(name="get_order")
+    async def get_order(self, request: OrderRef) -> OrderResult | None:
+        """The order with this client id, or None if the exchange never accepted it."""
+        exchange, unified, symbol_id = await self._client(request.symbol)
+        return await self._lookup(exchange, unified, symbol_id, request.client_order_id,
+                                  request.conditional)
+
+    @activity.defn(name="cancel_order")
+    async def cancel_order(self, request: OrderRef) -> CancelResult:
+        """Cancel if still open. Unknown or already finished orders are a success."""
+        exchange, unified, symbol_id = await self._client(request.symbol)
+        cid, conditional = request.client_order_id, request.conditional
+        order = await self._lookup(exchange, unified, symbol_id, cid, conditional)
+        if order is None:
+            return CancelResult(found=False, canceled_now=False)
+        if not order.is_open:
+            return CancelResult(found=True, canceled_now=False, order=order)
+        canceled_now = True
+        try:
+            await exchange.cancel_order(order.order_id, unified, {"trigger": True} if conditional else {})
+        except Exception as exc:  # noqa: BLE001
+            if not _is_not_found(exc):  # it filled or was cancelled in between: fine
+                raise to_application_error(exc) from exc
+            canceled_now = False
+        final = await self._lookup(exchange, unified, symbol_id, cid, conditional)
+        return CancelResult(found=True, canceled_now=canceled_now, order=final or order)
+
+    async def _signed_position(self, exchange: Any, unified: str) -> tuple[Decimal, dict | None]:
+        try:
+            positions = await exchange.fetch_positions([unified], {"useV2": True})
+        except Exception as exc:  # noqa: BLE001
+            raise to_application_error(exc) from exc
+        for position in positions:
+            if position.get("symbol") == unified:
+                amount = to_decimal((position.get("info") or {}).get("positionAmt"))
+                if amount is None:  # ccxt's unsigned contracts + side
+                    amount = to_decimal(position.get("contracts")) or Decimal(0)
+                    amount = -amount if position.get("side") == "short" else amount
+                if amount:
+                    return amount, position
+        return Decimal(0), None
+
+    @activity.defn(name="close_position")
+    async def close_position(self, request: ClosePositionRequest) -> ClosePositionResult:
+        exchange, unified, symbol_id = await self._client(request.symbol)
+        cid = request.client_order_id
+        # A retry after the close went through finds the order and must not look for more.
+        existing = await self._lookup(exchange, unified, symbol_id, cid, False)
+        quantity, _ = await self._signed_position(exchange, unified)
+        if existing is not None:
+            return ClosePositionResult(was_flat=False, order=existing, remaining_quantity=quantity)
+        if quantity == 0:
+            return ClosePositionResult(was_flat=True, remaining_quantity=Decimal(0))
+        order = await self.place_order(PlaceOrderRequest(
+            symbol=symbol_id, side=Side.SELL if quantity > 0 else Side.BUY,
+            type=OrderType.MARKET, quantity=abs(quantity), client_order_id=cid, reduce_only=True,
+        ))
+        remaining, _ = await self._signed_position(exchange, unified)
+        return ClosePositionResult(was_flat=False, order=order, remaining_quantity=remaining)
+
+    @activity.defn(name="get_position")
+    async def get_position(self, request: PositionRequest) -> PositionResult:
+        exchange, unified, symbol_id = await self._client(request.symbol)
+        quantity, position = await self._signed_position(exchange, unified)
+        try:
+            time_ms = int(await exchange.fetch_time())
+            leverage = position.get("leverage") if position else None
+            if leverage is None:  # flat: positionRisk lists nothing, ask for the setting
+                leverage = (await exchange.fetch_leverage(unified)).get("longLeverage")
+            mark = None
+            if position is None:
+                mark = (await exchange.fetch_mark_price(unified)).get("markPrice")
+        except Exception as exc:  # noqa: BLE001
+            raise to_application_error(exc) from exc
+        if position is None:
+            return PositionResult(symbol=symbol_id, quantity=Decimal(0),
+                                  leverage=int(leverage) if leverage else None,
+                                  mark_price=to_decimal(mark), exchange_time_ms=time_ms)
+        info = position.get("info") or {}
+        return PositionResult(
+            symbol=symbol_id,
+            quantity=quantity,
+            entry_price=to_decimal(info.get("entryPrice")) or to_decimal(position.get("entryPrice")),
+            liquidation_price=to_decimal(info.get("liquidationPrice"))
+            or to_decimal(position.get("liquidationPrice")),
+            leverage=int(leverage) if leverage else None,
+            margin_mode=position.get("marginMode") or info.get("marginType"),
+            unrealized_pnl=to_decimal(info.get("unRealizedProfit"))
+            or to_decimal(position.get("unrealizedPnl")) or Decimal(0),
+            mark_price=to_decimal(info.get("markPrice")) or to_decimal(position.get("markPrice")),
+            exchange_time_ms=time_ms,
+        )
+
+    @activity.defn(name="get_fills")
+    async def get_fills(self, request: FillsRequest) -> FillsResult:
+        exchange, unified, symbol_id = await self._client(request.symbol)
+        try:
+            raw: dict[str, dict] = {}
+            client_of: dict[str, str] = {}
+            for cid in request.client_order_ids:
+                # Fills belong to regular orders; a triggered stop's market order has its id.
+                order = await self._lookup(exchange, unified, symbol_id, cid, False)
+                if order is None:
+                    continue
+                client_of[order.order_id] = cid
+                for t in await exchange.fetch_my_trades(unified, None, 1000, {"orderId": order.order_id}):
+                    raw[str(t["id"])] = t
+            if request.since_ms is not None:
+                for t in await self._trades_since(exchange, unified, request.since_ms):
+                    raw[str(t["id"])] = t
+            funding = []
+            if request.funding_since_ms is not None:
+                funding = await self._funding_since(exchange, symbol_id, request.funding_since_ms)
+        except ApplicationError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise to_application_error(exc) from exc
+        fills = sorted((self._fill(t, client_of) for t in raw.values()),
+                       key=lambda f: (f.time_ms, int(f.trade_id)))
+        return FillsResult(
+            symbol=symbol_id, fills=fills, funding=funding,
+            realized_pnl=sum((f.realized_pnl for f in fills), Decimal(0)),
+            fees=sum((f.fee for f in fills), Decimal(0)),
+            funding_total=sum((p.amount for p in funding), Decimal(0)),
+        )
+
+    @staticmethod
+    async def _trades_since(exchange: Any, unified: str, since_ms: int) -> list[dict]:
+        trades = await exchange.fetch_my_trades(unified, since_ms, 1000)
+        page = trades
+        while len(page) == 1000:  # more than one page: continue by trade id
+            last_id = max(int(t["id"]) for t in page)
+            page = await exchange.fetch_my_trades(unified, None, 1000, {"fromId": last_id + 1})
+            trades += page
+        return trades
+
+    @staticmethod
+    async def _funding_since(exchange: Any, symbol_id: str, since_ms: int) -> list[FundingPayment]:
+        payments: list[FundingPayment] = []
+        start = since_ms
+        while True:
+            page = await exchange.fapiPrivateGetIncome(
+                {"symbol": symbol_id, "incomeType": "FUNDING_FEE", "startTime": start, "limit": 1000})
+            payments += [FundingPayment(amount=Decimal(str(p["income"])), time_ms=int(p["time"]))
+                         for p in page]
+            if len(page) < 1000:
+                return payments
+            start = max(int(p["time"]) for p in page) + 1
+
+    @staticmethod
+    def _fill(trade: dict, client_of: dict[str, str]) -> Fill:
+        info = trade.get("info") or {}
+        order_id = str(info.get("orderId") or trade.get("order"))
+        return Fill(
+            trade_id=str(info.get("id") or trade["id"]),
+            order_id=order_id,
+            client_order_id=client_of.get(order_id),
+            side=str(info.get("side") or trade.get("side")).upper(),
+            price=to_decimal(info.get("price")) or Decimal(str(trade["price"])),
+            quantity=to_decimal(info.get("qty")) or Decimal(str(trade["amount"])),
+            fee=to_decimal(info.get("commission")) or Decimal(str((trade.get("fee") or {}).get("cost") or 0)),
+            fee_asset=str(info.get("commissionAsset") or (trade.get("fee") or {}).get("currency") or ""),
+            realized_pnl=to_decimal(info.get("realizedPnl")) or Decimal(0),
+            time_ms=int(info.get("time") or trade["timestamp"]),
+        )

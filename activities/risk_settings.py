@@ -1,0 +1,53 @@
+"""Risk policy of the gates (`QT_RISK_*`): what a trade intent must satisfy before anything is sent.
+
+Defaults follow the old system where it had a number (confidence 0.55, cooldown 300 s, 2 % max
+stop) and the SPEC elsewhere (stale after 120 s of market time, at most 1 % price deviation).
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from trading.sizing import SizingPolicy
+
+
+class RiskSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QT_RISK_", extra="ignore")
+
+    # Exchange symbol ids (BTCUSDT). Empty: every listed market is allowed.
+    allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    min_confidence: float = Field(0.55, ge=0, le=1)
+    cooldown_s: int = Field(300, ge=0)  # after a close, per symbol
+    max_open_trades: int = Field(10, ge=0)
+    max_total_exposure_usd: Decimal = Field(Decimal("50000"), gt=0)  # sum of |notional|
+    min_free_margin_usd: Decimal = Field(Decimal("10"), ge=0)
+    max_leverage: int = Field(20, ge=1, le=125)
+    risk_per_trade: Decimal = Field(Decimal("0.01"), gt=0, le=1)
+    max_notional_usd: Decimal | None = Decimal("5000")
+    max_intent_age_s: float = Field(120, gt=0)
+    max_entry_deviation_pct: float = Field(1.0, gt=0)
+    # Stop distance assumed by the min-notional check when the intent carries no stop_loss
+    # (the old system's fail-safe maximum SL).
+    fallback_stop_pct: Decimal = Field(Decimal("2.0"), gt=0, lt=100)
+
+    @field_validator("allowlist", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        # QT_RISK_ALLOWLIST=BTCUSDT,ETHUSDT as well as a JSON list
+        if isinstance(value, str):
+            text = value.strip()
+            items = json.loads(text) if text.startswith("[") else text.split(",")
+            return [str(s).strip().upper() for s in items if str(s).strip()]
+        return value
+
+    def sizing_policy(self) -> SizingPolicy:
+        return SizingPolicy(
+            risk_per_trade=self.risk_per_trade,
+            max_notional_usd=self.max_notional_usd,
+            max_leverage=self.max_leverage,
+        )

@@ -1,0 +1,28 @@
+"""Exchange exceptions → Temporal `ApplicationError`, decided in one place.
+
+Temporal retries an activity unless its error is non-retryable, so the retry policy of every
+exchange call follows `classify_exchange_error`: network trouble, timeouts, 429s and -1001 are
+retried (order activities look the order up by client id first, so a retry never doubles an
+order); anything the exchange refused on its merits is not. The error `type` is the failure
+kind, so workflows branch on `"insufficient_funds"` rather than on ccxt class names, and the
+details carry the exchange's own code and message for the UI.
+"""
+
+from __future__ import annotations
+
+from temporalio.exceptions import ApplicationError
+
+from activities.exchange_errors import classify_exchange_error
+
+
+def to_application_error(exc: BaseException) -> ApplicationError:
+    if isinstance(exc, ApplicationError):  # already decided by an inner layer
+        return exc
+    failure = classify_exchange_error(exc)
+    code = f" ({failure.code})" if failure.code is not None else ""
+    return ApplicationError(
+        f"{failure.kind.value}{code}: {failure.message}",
+        failure.as_details(),
+        type=failure.kind.value,
+        non_retryable=not failure.retryable,
+    )

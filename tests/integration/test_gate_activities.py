@@ -1,0 +1,186 @@
+"""Gate activities against the real paper exchange and real Redis: one test per gate.
+
+Every report must carry every gate's verdict; a rejection names the first failed gate in
+readable words; the symbol lock belongs to exactly one workflow id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.gates import (
+    GATE_ORDER, KILL_SWITCH_KEY, SAFE_MODE_KEY, ClearSafeModeRequest, GateActivities, GateRequest,
+    ReleaseLockRequest, SafeModeRequest, cooldown_key, lock_key,
+)
+from activities.risk_settings import RiskSettings
+from trading.intent import TradeIntent
+
+pytestmark = pytest.mark.integration
+BTC = "BTCUSDT"
+
+
+async def run(fn, arg):
+    return await ActivityEnvironment().run(fn, arg)
+
+
+@pytest.fixture
+def market_now(paper) -> datetime:
+    paper.set_price(BTC, 63000)
+    return datetime.fromtimestamp(paper.clock()["market_ms"] / 1000, tz=UTC)
+
+
+def make_intent(now: datetime, **changes) -> TradeIntent:
+    fields = dict(symbol=BTC, side="BUY", confidence=0.8, entry_price="63000", stop_loss="62000",
+                  take_profit="65000", position_size_usd="100", leverage=5, timestamp=now)
+    fields.update(changes)
+    return TradeIntent.model_validate(fields)
+
+
+def gates(exchange, redis_client, **risk) -> GateActivities:
+    return GateActivities(redis_client, RiskSettings(**risk), exchange)
+
+
+async def check(acts, intent, workflow_id="trade-a"):
+    return await run(acts.run_gates, GateRequest(workflow_id=workflow_id, intent=intent))
+
+
+async def assert_rejected_by(acts, intent, gate: str, *words: str, workflow_id: str = "trade-a"):
+    report = await check(acts, intent, workflow_id)
+    assert not report.passed and not report.lock_acquired
+    assert [v.name for v in report.verdicts] == list(GATE_ORDER)  # every verdict, always
+    assert [v.name for v in report.verdicts if not v.passed] == [gate]
+    assert report.rejection_reason.startswith(f"{gate}: ")
+    for word in words:
+        assert word in report.rejection_reason, report.rejection_reason
+    return report
+
+
+async def test_all_gates_pass_and_report_everything(exchange, redis_client, market_now):
+    report = await check(gates(exchange, redis_client), make_intent(market_now))
+    assert report.passed and report.lock_acquired and report.rejection_reason is None
+    assert [v.name for v in report.verdicts] == list(GATE_ORDER)
+    assert all(v.passed and v.detail for v in report.verdicts)
+    assert report.price == Decimal("63000.00") and report.equity == Decimal("10000")
+    assert report.market_rules.min_notional == Decimal("100") and report.free_margin > 0
+    assert await redis_client.get(lock_key(BTC)) == "trade-a"
+
+
+async def test_safe_mode_with_ttl(exchange, redis_client, market_now):
+    acts = gates(exchange, redis_client)
+    await run(acts.set_safe_mode, SafeModeRequest(reason="5 order failures in 60 s", ttl_s=1))
+    assert 0 < await redis_client.ttl(SAFE_MODE_KEY) <= 1
+    await assert_rejected_by(acts, make_intent(market_now), "safe_mode", "5 order failures", "expires in")
+    await asyncio.sleep(1.1)  # the TTL ends safe mode by itself
+    assert (await check(acts, make_intent(market_now))).passed
+
+
+async def test_clear_safe_mode(exchange, redis_client, market_now):
+    acts = gates(exchange, redis_client)
+    await run(acts.set_safe_mode, SafeModeRequest(reason="price error", ttl_s=600))
+    await assert_rejected_by(acts, make_intent(market_now), "safe_mode", "price error")
+    await run(acts.clear_safe_mode, ClearSafeModeRequest())
+    assert (await check(acts, make_intent(market_now))).passed
+
+
+async def test_kill_switch(exchange, redis_client, market_now):
+    await redis_client.set(KILL_SWITCH_KEY, "operator")
+    await assert_rejected_by(gates(exchange, redis_client), make_intent(market_now), "kill_switch", "kill switch is on")
+
+
+async def test_allowlist(exchange, redis_client, market_now):
+    acts = gates(exchange, redis_client, allowlist=["ETHUSDT"])
+    await assert_rejected_by(acts, make_intent(market_now), "allowlist", "BTCUSDT is not in the allowlist")
+
+
+async def test_stale_intent_by_market_time(exchange, redis_client, market_now):
+    intent = make_intent(market_now - timedelta(seconds=300))
+    await assert_rejected_by(gates(exchange, redis_client), intent, "stale_intent", "300 s old", "max 120 s")
+
+
+async def test_confidence_threshold(exchange, redis_client, market_now):
+    await assert_rejected_by(gates(exchange, redis_client), make_intent(market_now, confidence=0.4),
+                             "confidence", "0.4 is below the threshold 0.55")
+
+
+async def test_cooldown_after_close(exchange, redis_client, market_now):
+    acts = gates(exchange, redis_client)
+    await run(acts.release_symbol_lock, ReleaseLockRequest(workflow_id="trade-old", symbol=BTC, cooldown_s=300))
+    assert 290 < await redis_client.ttl(cooldown_key(BTC)) <= 300
+    await assert_rejected_by(acts, make_intent(market_now), "cooldown", "cooling down", "expires in")
+
+
+async def test_max_open_trades_counts_exchange_positions(exchange, redis_client, market_now, paper):
+    paper.set_price("ETHUSDT", 3400)
+    await exchange.create_order("ETH/USDT:USDT", "market", "buy", 0.1)
+    await assert_rejected_by(gates(exchange, redis_client, max_open_trades=1), make_intent(market_now),
+                             "max_open_trades", "1 trades are open (max 1)")
+
+
+async def test_max_total_exposure(exchange, redis_client, market_now):
+    acts = gates(exchange, redis_client, max_total_exposure_usd=Decimal("400"))
+    await assert_rejected_by(acts, make_intent(market_now), "max_total_exposure", "500.00", "max 400")
+
+
+async def test_free_margin(exchange, redis_client, market_now):
+    acts = gates(exchange, redis_client, min_free_margin_usd=Decimal("20000"))
+    await assert_rejected_by(acts, make_intent(market_now), "free_margin", "below 20000 USDT")
+
+
+async def test_min_notional_not_reachable(exchange, redis_client, market_now):
+    intent = make_intent(market_now, position_size_usd="2")  # 10 USDT notional at 5x, min 100
+    await assert_rejected_by(gates(exchange, redis_client), intent, "market", "min notional not reachable")
+
+
+async def test_market_does_not_exist(exchange, redis_client, market_now):
+    report = await check(gates(exchange, redis_client), make_intent(market_now, symbol="DOGEUSDT"))
+    assert not report.passed and report.rejection_reason == "market: market DOGEUSDT does not exist on the exchange"
+    assert [v.name for v in report.verdicts] == list(GATE_ORDER)
+
+
+async def test_price_deviation(exchange, redis_client, market_now):
+    intent = make_intent(market_now, entry_price="61500", stop_loss="60500", take_profit="64000")
+    await assert_rejected_by(gates(exchange, redis_client), intent, "price_deviation", "2.44 %", "max 1 %")
+
+
+async def test_symbol_lock_is_exclusive_idempotent_and_released_only_by_its_owner(exchange, redis_client, market_now):
+    acts = gates(exchange, redis_client)
+    intent = make_intent(market_now)
+    assert (await check(acts, intent, "trade-a")).lock_acquired
+    again = await check(acts, intent, "trade-a")  # a retried activity: still ours
+    assert again.passed and "already held by this workflow" in again.verdict("symbol_lock").detail
+    other = await assert_rejected_by(acts, intent, "symbol_lock", "workflow trade-a", workflow_id="trade-b")
+    assert other.verdict("symbol_lock").passed is False
+
+    not_owner = await run(acts.release_symbol_lock, ReleaseLockRequest(workflow_id="trade-b", symbol=BTC))
+    assert not not_owner.released and not_owner.owner == "trade-a"
+    assert await redis_client.get(lock_key(BTC)) == "trade-a"
+    owner = await run(acts.release_symbol_lock, ReleaseLockRequest(workflow_id="trade-a", symbol=BTC))
+    assert owner.released and await redis_client.get(lock_key(BTC)) is None
+    assert (await check(acts, intent, "trade-b")).lock_acquired
+
+
+async def test_lock_race_has_one_winner(exchange, redis_client, market_now):
+    acts = gates(exchange, redis_client)
+    intent = make_intent(market_now)
+    reports = await asyncio.gather(*(check(acts, intent, f"trade-{i}") for i in range(5)))
+    assert sum(r.lock_acquired for r in reports) == 1
+
+
+async def test_no_lock_taken_when_another_gate_fails(exchange, redis_client, market_now):
+    await check(gates(exchange, redis_client), make_intent(market_now, confidence=0.1), "trade-a")
+    assert await redis_client.get(lock_key(BTC)) is None
+
+
+async def test_release_by_a_non_owner_keeps_the_lock_and_starts_no_cooldown(exchange, redis_client, market_now):
+    acts = gates(exchange, redis_client)
+    assert (await check(acts, make_intent(market_now), workflow_id="trade-a")).lock_acquired
+    result = await run(acts.release_symbol_lock,
+                       ReleaseLockRequest(workflow_id="trade-b", symbol=BTC, cooldown_s=300))
+    assert not result.released and result.owner == "trade-a"
+    assert await redis_client.get(lock_key(BTC)) == "trade-a"
+    assert await redis_client.exists(cooldown_key(BTC)) == 0
