@@ -1,0 +1,296 @@
+"""`watch_position`: a long, heartbeating activity on the `trade-monitor` queue that returns to the
+TradeWorkflow only when something needs a decision.
+
+It holds no connection of its own: it subscribes to the process-wide `PriceHub` and sleeps on its
+watch's event, which the hub sets only when the price leaves the band between the levels, market
+time reaches the holding limit, a candle closes, or the position size changed. Crossing rules
+come from `trading/` (the same comparisons the workflow's `decide_exit` uses).
+
+Checks within one wake-up, pessimistic where the true order is unknown (as `decide_exit`):
+exchange fill (the exchange is the truth), the stop in force since the previous wake-up
+(initial or trailing), take-profits, the trailing ratchet (its new stop applies from the next
+wake-up, unless the last price is already through it), time limit, candle close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from decimal import Decimal
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from temporalio import activity
+
+from activities.price_hub import PriceHub, Snapshot, Watch
+from trading.exits import better_price, trail_stop
+from trading.levels import stop_would_trigger, take_would_trigger, tick_above, tick_below
+from trading.models import Side
+
+__all__ = ["MonitorActivities", "WatchEvent", "WatchRequest"]
+
+log = logging.getLogger(__name__)
+
+# --- the activity's argument and result (one pydantic model each, so fields can be added
+# without breaking running workflows) ---------------------------------------------------------
+
+
+class WatchKind(StrEnum):
+    LEVEL_CROSSED = "LEVEL_CROSSED"  # `level` says which
+    EXCHANGE_FILL = "EXCHANGE_FILL"  # the position size on the exchange is not `position_qty`
+    CANDLE_CLOSED = "CANDLE_CLOSED"  # `candle` carries it (kill score)
+    TIME_LIMIT = "TIME_LIMIT"  # market time reached opened_at_ms + max_holding_ms
+    SESSION_CAP = "SESSION_CAP"  # wall-clock cap: the workflow regains control (continue-as-new)
+
+
+class CrossedLevel(StrEnum):
+    STOP = "STOP"
+    TAKE_PROFIT = "TAKE_PROFIT"  # `take_profit_index` says which
+    TRAILING = "TRAILING"
+
+
+class TrailingSpec(BaseModel):
+    """Trailing stop: active once the price reaches `activation_price` (None: active at once);
+    the stop follows the best price since activation (`extreme`) at `callback_pct` behind it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    callback_pct: Decimal = Field(gt=0, lt=1)
+    activation_price: Decimal | None = Field(None, gt=0)
+    extreme: Decimal | None = Field(None, gt=0)  # carried over from the previous session
+
+
+class WatchRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    workflow_id: str
+    symbol: str  # BTCUSDT (exchange id) or BTC/USDT:USDT
+    side: Side  # of the position
+    stop_price: Decimal = Field(gt=0)
+    take_profit_prices: list[Decimal] = Field(default_factory=list)  # pending TPs, nearest first
+    trailing: TrailingSpec | None = None
+    want_candles: bool = False
+    # Open time of the last candle the workflow processed: a newer one that closed while no
+    # session was watching (between two sessions) is delivered at once. None: from now on.
+    candles_after_ms: int | None = None
+    opened_at_ms: int  # market time
+    max_holding_ms: int | None = Field(None, gt=0)  # market time; None = no limit
+    session_cap_s: float = Field(300.0, gt=0)  # wall seconds
+    # Expected |contracts| on the exchange; another size means an exchange-side fill (the resting
+    # stop or a liquidation fired). None: do not poll the position.
+    position_qty: Decimal | None = Field(None, ge=0)
+    stop_client_order_id: str | None = None  # for the workflow's follow-up lookup (see report)
+    heartbeat_interval_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _levels_positive(self) -> WatchRequest:
+        if any(p <= 0 for p in self.take_profit_prices):
+            raise ValueError("take-profit prices must be > 0")
+        return self
+
+
+class CandleData(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    open_ms: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+
+
+class WatchEvent(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: WatchKind
+    level: CrossedLevel | None = None
+    take_profit_index: int | None = None  # 1-based into `take_profit_prices`: the furthest crossed
+    level_price: Decimal | None = None  # the level that fired
+    # The market since the previous wake-up (None only if no price could be read this session).
+    price: Decimal | None = None
+    high: Decimal | None = None
+    low: Decimal | None = None
+    market_ms: int | None = None
+    trailing_active: bool = False
+    trailing_extreme: Decimal | None = None  # carry into the next WatchRequest
+    trailing_stop: Decimal | None = None  # the effective trailing stop now
+    candle: CandleData | None = None
+    exchange_position_qty: Decimal | None = None  # for EXCHANGE_FILL
+
+# --- the activity ----------------------------------------------------------------------------
+
+
+class _Trail:
+    """Trailing state of one session; `extreme` survives retries through heartbeat details."""
+
+    def __init__(self, spec: TrailingSpec | None, side: Side, tick: Decimal | None, resumed: Decimal | None):
+        self.spec, self.side, self.tick = spec, side, tick
+        extreme = spec.extreme if spec else None
+        if resumed is not None:
+            extreme = resumed if extreme is None else better_price(side, extreme, resumed)
+        self.extreme = extreme
+
+    @property
+    def active(self) -> bool:
+        return self.spec is not None and (self.spec.activation_price is None or self.extreme is not None)
+
+    def stop(self, base_stop: Decimal) -> Decimal | None:
+        """The trailing stop (never looser than `base_stop`), or None while not trailing."""
+        if not self.active or self.extreme is None:
+            return None
+        return trail_stop(self.side, self.extreme, self.spec.callback_pct, base_stop, self.tick)
+
+    def observe(self, best: Decimal) -> bool:
+        """Ratchet with the best price of the interval; True if the extreme moved."""
+        if self.spec is None:
+            return False
+        if not self.active:
+            if not take_would_trigger(self.side, self.spec.activation_price, best):
+                return False
+            self.extreme = best
+            return True
+        new = best if self.extreme is None else better_price(self.side, self.extreme, best)
+        moved, self.extreme = new != self.extreme, new
+        return moved
+
+    def details(self) -> dict:
+        return {"extreme": None if self.extreme is None else str(self.extreme)}
+
+
+def _resumed_extreme() -> Decimal | None:
+    """The extreme the previous attempt of this activity heartbeated (worker crash → retry)."""
+    details = activity.info().heartbeat_details
+    if not details:
+        return None
+    first = details[0]
+    value = first.get("extreme") if isinstance(first, dict) else first
+    return Decimal(str(value)) if value is not None else None
+
+
+class MonitorActivities:
+    def __init__(self, hub: PriceHub) -> None:
+        self.hub = hub
+
+    @activity.defn(name="watch_position")
+    async def watch_position(self, req: WatchRequest) -> WatchEvent:
+        tick = await self.hub.tick_size(req.symbol) if req.trailing else None
+        trail = _Trail(req.trailing, req.side, tick, _resumed_extreme())
+        watch = await self.hub.subscribe(
+            req.symbol,
+            want_candles=req.want_candles,
+            candles_after_ms=req.candles_after_ms,
+            want_position=req.position_qty is not None,
+        )
+        try:
+            return await self._run(req, watch, trail)
+        finally:
+            # Also on cancellation (operator update: the workflow restarts us with new levels):
+            # the last watcher leaving stops the symbol's poll task.
+            self.hub.unsubscribe(watch)
+
+    async def _run(self, req: WatchRequest, watch: Watch, trail: _Trail) -> WatchEvent:
+        deadline = time.monotonic() + req.session_cap_s
+        next_heartbeat = 0.0  # heartbeat at once: the retry details exist from the start
+        _arm(watch, req, trail)
+        while True:
+            now = time.monotonic()
+            if now >= next_heartbeat:
+                activity.heartbeat(trail.details())
+                next_heartbeat = now + req.heartbeat_interval_s
+            if watch.event.is_set():
+                watch.event.clear()
+                event, extreme_moved = _evaluate(req, watch, trail)
+                if event is not None:
+                    activity.heartbeat(trail.details())
+                    log.info("watch_position returns %s", event.kind,
+                             extra={"workflow_id": req.workflow_id, "symbol": req.symbol})
+                    return event
+                if extreme_moved:
+                    activity.heartbeat(trail.details())  # the SDK throttles; the last one wins
+                _arm(watch, req, trail)
+            if now >= deadline:
+                snap = watch.take() if watch.has_price else None
+                return _event(WatchKind.SESSION_CAP, snap, trail, req)
+            try:
+                async with asyncio.timeout(min(deadline, next_heartbeat) - now):
+                    await watch.event.wait()
+            except TimeoutError:
+                pass
+
+
+def _arm(watch: Watch, req: WatchRequest, trail: _Trail) -> None:
+    """Tell the hub when to wake us: outside the band between the levels, or at the time limit."""
+    stop = trail.stop(req.stop_price) or req.stop_price
+    far: list[Decimal] = list(req.take_profit_prices)
+    if trail.spec is not None:
+        if not trail.active:
+            far.append(trail.spec.activation_price)
+        elif trail.extreme is not None:  # a new extreme moves the trailing stop
+            far.append(tick_above(trail.extreme, trail.tick) if req.side is Side.BUY
+                       else tick_below(trail.extreme, trail.tick))
+        else:  # active from the start: the first price seen becomes the extreme
+            far.append(Decimal(0) if req.side is Side.BUY else Decimal("Infinity"))
+    if req.side is Side.BUY:
+        watch.wake_low, watch.wake_high = stop, min(far) if far else None
+    else:
+        watch.wake_high, watch.wake_low = stop, max(far) if far else None
+    watch.wake_at_ms = req.opened_at_ms + req.max_holding_ms if req.max_holding_ms else None
+    watch.rearm()
+
+
+def _evaluate(req: WatchRequest, watch: Watch, trail: _Trail) -> tuple[WatchEvent | None, bool]:
+    side = req.side
+    if req.position_qty is not None and watch.position_seq and watch.position_qty != req.position_qty:
+        snap = watch.take() if watch.has_price else None
+        return _event(WatchKind.EXCHANGE_FILL, snap, trail, req, exchange_position_qty=watch.position_qty), False
+    if not watch.has_price:
+        return None, False
+    snap = watch.take()
+    worst, best = (snap.low, snap.high) if side is Side.BUY else (snap.high, snap.low)
+
+    trailing_stop = trail.stop(req.stop_price)
+    if trailing_stop is not None and trailing_stop != req.stop_price and stop_would_trigger(side, trailing_stop, worst):
+        return _crossed(CrossedLevel.TRAILING, trailing_stop, snap, trail, req), False
+    if stop_would_trigger(side, req.stop_price, worst):
+        return _crossed(CrossedLevel.STOP, req.stop_price, snap, trail, req), False
+
+    hit = [i for i, tp in enumerate(req.take_profit_prices, 1) if take_would_trigger(side, tp, best)]
+    if hit:
+        price = req.take_profit_prices[hit[-1] - 1]
+        return _crossed(CrossedLevel.TAKE_PROFIT, price, snap, trail, req, take_profit_index=hit[-1]), False
+
+    moved = trail.observe(best)
+    new_stop = trail.stop(req.stop_price)
+    if moved and new_stop is not None and new_stop != req.stop_price and stop_would_trigger(side, new_stop, snap.price):
+        # The price already fell back through the ratcheted stop within this interval.
+        return _crossed(CrossedLevel.TRAILING, new_stop, snap, trail, req), moved
+
+    if req.max_holding_ms and snap.market_ms >= req.opened_at_ms + req.max_holding_ms:
+        return _event(WatchKind.TIME_LIMIT, snap, trail, req), moved
+
+    if watch.candles:
+        candle = watch.candles.popleft()
+        return _event(WatchKind.CANDLE_CLOSED, snap, trail, req, candle=CandleData(**vars(candle))), moved
+    return None, moved
+
+
+def _crossed(
+    level: CrossedLevel, price: Decimal, snap: Snapshot, trail: _Trail, req: WatchRequest, **extra
+) -> WatchEvent:
+    return _event(WatchKind.LEVEL_CROSSED, snap, trail, req, level=level, level_price=price, **extra)
+
+
+def _event(kind: WatchKind, snap: Snapshot | None, trail: _Trail, req: WatchRequest, **extra) -> WatchEvent:
+    return WatchEvent(
+        **extra,
+        kind=kind,
+        price=snap.price if snap else None,
+        high=snap.high if snap else None,
+        low=snap.low if snap else None,
+        market_ms=snap.market_ms if snap else None,
+        trailing_active=trail.active,
+        trailing_extreme=trail.extreme,
+        trailing_stop=trail.stop(req.stop_price),
+    )

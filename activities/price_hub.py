@@ -1,0 +1,358 @@
+"""One price subscription per symbol per process, shared by every position watching it.
+
+A monitor worker holds up to thousands of open positions. Polling the exchange per position
+would cost one request per position per interval (and trip the exchange's rate limit); the hub
+polls each symbol ONCE per interval and fans the result out in memory:
+
+- `subscribe(symbol, ...)` returns a `Watch`. The first watcher of a symbol starts its poll task,
+  the last one leaving (`unsubscribe`) stops it.
+- Each poll (`fapiPublicGetTickerPrice`: the lightest public price call, weight 1) updates every
+  watch's last price, market time and the high/low since that watch last `take()`-ed them, so a
+  spike seen by one poll is not lost if the watcher is woken later (by a candle, say).
+- A watch is woken (its `asyncio.Event` set) only when something it cares about happened: the
+  price left its wake band (`wake_low`/`wake_high`, set by the watcher from its levels), market
+  time reached `wake_at_ms`, a candle closed, or the position size changed. Idle watchers cost a
+  few comparisons per poll, no task wake-ups.
+- When market time crosses a candle boundary the hub fetches the just-closed candle once and
+  hands it to every watch that wants candles.
+- Watches that want position updates share one `fetch_positions([symbol])` per
+  `position_interval_s` (one-way mode: one position per symbol).
+- Exchange errors are logged and retried with exponential backoff; a watcher never sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from activities.exchange_errors import classify_exchange_error
+
+log = logging.getLogger(__name__)
+
+CANDLE_MS = 5 * 60 * 1000  # the paper exchange and the kill score use 5-minute candles
+
+
+@dataclass(frozen=True)
+class Candle:
+    open_ms: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a watch saw since its previous `take()`."""
+
+    price: Decimal
+    high: Decimal
+    low: Decimal
+    market_ms: int
+
+
+@dataclass
+class SymbolStats:
+    """Counters for tests and benchmarks (requests = every call made to the exchange)."""
+
+    polls: int = 0
+    requests: int = 0
+    errors: int = 0
+    candle_fetches: int = 0
+    position_fetches: int = 0
+
+
+@dataclass(eq=False)
+class Watch:
+    """One subscriber's view of a symbol. Mutated only by the hub's poll task (one event loop)."""
+
+    symbol: str
+    want_candles: bool = False
+    # Deliver only candles opened after this (the last one the caller processed); None: only
+    # candles closing from now on. Lets a restarted watcher catch a close it was not there for.
+    candles_after_ms: int | None = None
+    want_position: bool = False
+    # Wake band and time, set by the watcher: outside the band / at that time something may
+    # need a decision. None = not interested.
+    wake_low: Decimal | None = None
+    wake_high: Decimal | None = None
+    wake_at_ms: int | None = None
+    price: Decimal | None = None
+    high: Decimal | None = None
+    low: Decimal | None = None
+    market_ms: int = 0
+    candles: deque[Candle] = field(default_factory=lambda: deque(maxlen=16))
+    position_qty: Decimal | None = None  # |contracts| on the exchange, last seen
+    position_seq: int = 0  # bumps on every position poll, so a watcher knows it is fresh
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def has_price(self) -> bool:
+        return self.price is not None
+
+    def take(self) -> Snapshot:
+        """Last price and the high/low since the previous take; the range restarts at the last price."""
+        assert self.price is not None and self.high is not None and self.low is not None
+        snap = Snapshot(price=self.price, high=self.high, low=self.low, market_ms=self.market_ms)
+        self.high = self.low = self.price
+        return snap
+
+    def _observe(self, price: Decimal, market_ms: int) -> None:
+        self.price, self.market_ms = price, market_ms
+        self.high = price if self.high is None or price > self.high else self.high
+        self.low = price if self.low is None or price < self.low else self.low
+        if self._wants_wake():
+            self.event.set()
+
+    def _wants_wake(self) -> bool:
+        return (
+            (self.wake_low is not None and self.low is not None and self.low <= self.wake_low)
+            or (self.wake_high is not None and self.high is not None and self.high >= self.wake_high)
+            or (self.wake_at_ms is not None and self.market_ms >= self.wake_at_ms)
+        )
+
+    def rearm(self) -> None:
+        """After the watcher changed its band: clear the event, or keep it set if already due."""
+        self.event.clear()
+        if self.candles or (self.has_price and self._wants_wake()):
+            self.event.set()
+
+
+class _SymbolFeed:
+    """The poll task of one symbol and its subscribers."""
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.watches: set[Watch] = set()
+        self.task: asyncio.Task | None = None
+        self.last: tuple[Decimal, int] | None = None
+        self.candle_bucket: int | None = None  # market_ms // CANDLE_MS at the last poll
+        self.pending_candle_bucket: int | None = None  # closed bucket not yet fetched
+        self.last_candle: Candle | None = None
+        self.catch_up = False  # a watcher wants the last closed candle, not known yet
+        self.next_position_at = 0.0
+
+
+ExchangeSource = Any | Callable[[], Awaitable[Any]]
+
+
+class PriceHub:
+    """Process-wide price fan-out (see the module docstring)."""
+
+    def __init__(
+        self,
+        exchange: ExchangeSource | None = None,
+        *,
+        poll_interval_s: float = 0.25,
+        position_interval_s: float = 2.0,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self._exchange_source = exchange
+        self._exchange: Any | None = None
+        self.poll_interval_s = poll_interval_s
+        self.position_interval_s = position_interval_s
+        self.max_backoff_s = max_backoff_s
+        self._feeds: dict[str, _SymbolFeed] = {}
+        self.stats: dict[str, SymbolStats] = {}
+        self._lock = asyncio.Lock()
+
+    # -- the client ----------------------------------------------------------------------------
+
+    async def exchange(self) -> Any:
+        """The one ccxt client (injected, or the process-wide `shared_exchange`), markets loaded."""
+        if self._exchange is None:
+            async with self._lock:
+                if self._exchange is None:
+                    source = self._exchange_source
+                    if source is None:
+                        from activities.exchange import shared_exchange
+
+                        source = shared_exchange
+                    client = await source() if callable(source) and not hasattr(source, "markets") else source
+                    if not getattr(client, "markets", None):
+                        await client.load_markets()
+                    self._exchange = client
+        return self._exchange
+
+    async def market_id(self, symbol: str) -> str:
+        """Accept `BTCUSDT` (what intents carry) or ccxt's `BTC/USDT:USDT`; key feeds by the id."""
+        exchange = await self.exchange()
+        if symbol in exchange.markets:
+            return exchange.markets[symbol]["id"]
+        if symbol in exchange.markets_by_id:
+            return symbol
+        raise ValueError(f"unknown symbol {symbol!r}")
+
+    async def tick_size(self, symbol: str) -> Decimal:
+        exchange = await self.exchange()
+        market = exchange.markets_by_id[await self.market_id(symbol)][0]
+        return Decimal(str(market["precision"]["price"]))
+
+    # -- subscriptions ---------------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        symbol: str,
+        *,
+        want_candles: bool = False,
+        candles_after_ms: int | None = None,
+        want_position: bool = False,
+    ) -> Watch:
+        market_id = await self.market_id(symbol)
+        watch = Watch(symbol=market_id, want_candles=want_candles, candles_after_ms=candles_after_ms,
+                      want_position=want_position)
+        feed = self._feeds.get(market_id)
+        if feed is None:
+            feed = self._feeds[market_id] = _SymbolFeed(market_id)
+            self.stats.setdefault(market_id, SymbolStats())
+        if feed.last is not None:
+            # Seed with the last poll (at most one interval old) so a watcher re-subscribing
+            # after a level update can decide at once instead of waiting for the next poll.
+            watch._observe(*feed.last)
+        if want_candles and candles_after_ms is not None:
+            if feed.last_candle is not None and _offer(watch, feed.last_candle):
+                pass  # the cached candle is newer than what the caller has seen: delivered
+            else:
+                feed.catch_up = True  # the next poll checks which candle closed last
+        if want_position:
+            feed.next_position_at = 0.0  # a new position watcher wants a fresh size soon
+        feed.watches.add(watch)
+        if feed.task is None or feed.task.done():
+            feed.task = asyncio.create_task(self._poll(feed), name=f"price-hub:{market_id}")
+        return watch
+
+    def unsubscribe(self, watch: Watch) -> None:
+        """Synchronous on purpose: safe to call from a `finally` while being cancelled."""
+        feed = self._feeds.get(watch.symbol)
+        if feed is None:
+            return
+        feed.watches.discard(watch)
+        if not feed.watches:
+            if feed.task is not None:
+                feed.task.cancel()
+            del self._feeds[watch.symbol]
+
+    def subscriber_count(self, symbol: str | None = None) -> int:
+        if symbol is not None:
+            feed = self._feeds.get(symbol)
+            return len(feed.watches) if feed else 0
+        return sum(len(f.watches) for f in self._feeds.values())
+
+    def polling_symbols(self) -> list[str]:
+        return [s for s, f in self._feeds.items() if f.task is not None and not f.task.done()]
+
+    def poll_task(self, symbol: str) -> asyncio.Task | None:
+        feed = self._feeds.get(symbol)
+        return feed.task if feed else None
+
+    async def close(self) -> None:
+        tasks = [f.task for f in self._feeds.values() if f.task is not None]
+        self._feeds.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- the poll loop ------------------------------------------------------------------------
+
+    async def _poll(self, feed: _SymbolFeed) -> None:
+        stats = self.stats[feed.symbol]
+        failures = 0
+        while feed.watches:
+            started = time.monotonic()
+            try:
+                await self._poll_once(feed, stats)
+                failures = 0
+                delay = self.poll_interval_s - (time.monotonic() - started)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001: a poll error must never reach a watcher
+                failures += 1
+                stats.errors += 1
+                failure = classify_exchange_error(exc)
+                delay = min(self.poll_interval_s * 2**failures, self.max_backoff_s)
+                log.warning(
+                    "price poll failed",
+                    extra={"symbol": feed.symbol, "kind": failure.kind.value, "code": failure.code,
+                           "error": failure.message, "retry_in_s": delay},
+                )
+            await asyncio.sleep(max(0.0, delay))
+
+    async def _poll_once(self, feed: _SymbolFeed, stats: SymbolStats) -> None:
+        exchange = await self.exchange()
+        stats.requests += 1
+        reply = await exchange.fapiPublicGetTickerPrice({"symbol": feed.symbol})
+        price, market_ms = Decimal(str(reply["price"])), int(reply["time"])
+        stats.polls += 1
+        feed.last = (price, market_ms)
+        for watch in tuple(feed.watches):
+            watch._observe(price, market_ms)
+
+        bucket = market_ms // CANDLE_MS
+        if feed.candle_bucket is not None and bucket > feed.candle_bucket:
+            feed.pending_candle_bucket = bucket - 1  # the last candle that closed
+        feed.candle_bucket = bucket
+        if feed.catch_up:
+            feed.catch_up = False
+            closed_open = (bucket - 1) * CANDLE_MS
+            if feed.last_candle is None or feed.last_candle.open_ms < closed_open:
+                feed.pending_candle_bucket = bucket - 1
+        if feed.pending_candle_bucket is not None and any(w.want_candles for w in feed.watches):
+            await self._deliver_candle(feed, stats, exchange)
+        else:
+            feed.pending_candle_bucket = None  # nobody wants it: do not fetch it later
+
+        if any(w.want_position for w in feed.watches) and time.monotonic() >= feed.next_position_at:
+            feed.next_position_at = time.monotonic() + self.position_interval_s
+            await self._deliver_position(feed, stats, exchange)
+
+    async def _deliver_candle(self, feed: _SymbolFeed, stats: SymbolStats, exchange: Any) -> None:
+        wanted = feed.pending_candle_bucket
+        unified = exchange.markets_by_id[feed.symbol][0]["symbol"]
+        stats.requests += 1
+        stats.candle_fetches += 1
+        rows = await exchange.fetch_ohlcv(unified, "5m", limit=2)
+        row = next((r for r in rows if int(r[0]) == wanted * CANDLE_MS), None)
+        if row is None:
+            return  # not served yet: the pending bucket stays and the next poll tries again
+        feed.pending_candle_bucket = None
+        candle = Candle(int(row[0]), *(Decimal(str(x)) for x in row[1:6]))
+        feed.last_candle = candle
+        for watch in tuple(feed.watches):
+            _offer(watch, candle)
+
+    async def _deliver_position(self, feed: _SymbolFeed, stats: SymbolStats, exchange: Any) -> None:
+        unified = exchange.markets_by_id[feed.symbol][0]["symbol"]
+        stats.requests += 1
+        stats.position_fetches += 1
+        positions = await exchange.fetch_positions([unified])
+        qty = sum(
+            (abs(Decimal(str(p.get("contracts") or 0))) for p in positions if p.get("symbol") == unified),
+            Decimal(0),
+        )
+        for watch in tuple(feed.watches):
+            if watch.want_position:
+                changed = watch.position_qty is not None and watch.position_qty != qty
+                watch.position_qty = qty
+                watch.position_seq += 1
+                if changed or watch.position_seq == 1:
+                    watch.event.set()  # the watcher compares with its expected size
+
+
+def _offer(watch: Watch, candle: Candle) -> bool:
+    """Hand `candle` to `watch` if it wants it and has not had it (or a later one)."""
+    if not watch.want_candles:
+        return False
+    if watch.candles_after_ms is not None and candle.open_ms <= watch.candles_after_ms:
+        return False
+    if watch.candles and watch.candles[-1].open_ms >= candle.open_ms:
+        return False
+    watch.candles.append(candle)
+    watch.event.set()
+    return True
