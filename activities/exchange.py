@@ -9,6 +9,7 @@ change during a trade.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import ccxt.async_support as ccxt
@@ -119,3 +120,29 @@ async def close_shared_exchange() -> None:
     if _shared is not None:
         exchange, _shared = _shared, None
         await exchange.close()
+
+
+# What activity classes accept: a ready ccxt client (tests), or a zero-arg async factory such as
+# `shared_exchange` (workers), resolved on first use.
+ExchangeSource = Any | Callable[[], Awaitable[Any]]
+
+
+class ExchangeHolder:
+    """An injected ccxt client or factory, resolved once, with markets loaded."""
+
+    def __init__(self, source: ExchangeSource = shared_exchange) -> None:
+        self._source = source
+        self._client: Any | None = None
+        self._lock = asyncio.Lock()
+
+    async def exchange(self) -> Any:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    source = self._source
+                    # A ccxt client is itself callable-looking; tell it from a factory by its API.
+                    client = source if hasattr(source, "create_order") else await source()
+                    if not getattr(client, "markets", None):
+                        await client.load_markets()
+                    self._client = client
+        return self._client

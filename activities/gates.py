@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 from temporalio import activity
 
-from activities.exchange import shared_exchange
-from activities.market import ExchangeHolder, ExchangeSource, SymbolRules, rules_from_market, to_decimal
+from activities.exchange import ExchangeHolder, ExchangeSource, shared_exchange
+from activities.market import SymbolRules, rules_from_market, to_decimal
 from activities.risk_settings import RiskSettings
 from activities.temporal_errors import to_application_error
 from trading.intent import TradeIntent, intent_age_s, is_stale

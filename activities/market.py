@@ -7,7 +7,6 @@ Prices and sizes travel as `Decimal`, parsed from the exchange's own strings whe
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -15,28 +14,10 @@ from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.exchange import shared_exchange
+from activities.exchange import ExchangeHolder, ExchangeSource, shared_exchange
 from activities.exchange_errors import FailureKind
 from activities.temporal_errors import to_application_error
 from trading.sizing import MarketRules
-
-ExchangeSource = Any | Callable[[], Awaitable[Any]]
-
-
-class ExchangeHolder:
-    """An injected ccxt client, or a zero-arg async factory resolved on first use."""
-
-    def __init__(self, exchange: ExchangeSource = shared_exchange) -> None:
-        self._source = exchange
-        self._client: Any | None = None
-
-    async def exchange(self) -> Any:
-        if self._client is None:
-            if callable(self._source) and not hasattr(self._source, "create_order"):
-                self._client = await self._source()
-            else:
-                self._client = self._source
-        return self._client
 
 
 def to_decimal(value: Any) -> Decimal | None:

@@ -23,7 +23,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio import activity
 
-from activities.price_hub import PriceHub, Snapshot, Watch
+from activities.price_hub import Candle, PriceHub, Snapshot, Watch
 from trading.exits import better_price, trail_stop
 from trading.levels import stop_would_trigger, take_would_trigger, tick_above, tick_below
 from trading.models import Side
@@ -90,17 +90,6 @@ class WatchRequest(BaseModel):
         return self
 
 
-class CandleData(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    open_ms: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
-
-
 class WatchEvent(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -116,7 +105,7 @@ class WatchEvent(BaseModel):
     trailing_active: bool = False
     trailing_extreme: Decimal | None = None  # carry into the next WatchRequest
     trailing_stop: Decimal | None = None  # the effective trailing stop now
-    candle: CandleData | None = None
+    candle: Candle | None = None
     exchange_position_qty: Decimal | None = None  # for EXCHANGE_FILL
 
 # --- the activity ----------------------------------------------------------------------------
@@ -272,7 +261,7 @@ def _evaluate(req: WatchRequest, watch: Watch, trail: _Trail) -> tuple[WatchEven
 
     if watch.candles:
         candle = watch.candles.popleft()
-        return _event(WatchKind.CANDLE_CLOSED, snap, trail, req, candle=CandleData(**vars(candle))), moved
+        return _event(WatchKind.CANDLE_CLOSED, snap, trail, req, candle=candle), moved
     return None, moved
 
 

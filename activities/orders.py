@@ -17,9 +17,9 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.exchange import shared_exchange
+from activities.exchange import ExchangeHolder, ExchangeSource, shared_exchange
 from activities.exchange_errors import FailureKind, classify_exchange_error
-from activities.market import ExchangeHolder, ExchangeSource, resolve_symbol, to_decimal
+from activities.market import resolve_symbol, to_decimal
 from activities.temporal_errors import to_application_error
 from trading.models import Side
 

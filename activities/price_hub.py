@@ -26,20 +26,26 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
+from activities.exchange import ExchangeHolder, ExchangeSource, shared_exchange
 from activities.exchange_errors import classify_exchange_error
+from activities.market import resolve_symbol
 
 log = logging.getLogger(__name__)
 
 CANDLE_MS = 5 * 60 * 1000  # the paper exchange and the kill score use 5-minute candles
 
 
-@dataclass(frozen=True)
-class Candle:
+class Candle(BaseModel):
+    """A closed 5-minute candle, as the hub hands it to watchers and WatchEvent carries it."""
+
+    model_config = ConfigDict(frozen=True)
+
     open_ms: int
     open: Decimal
     high: Decimal
@@ -140,9 +146,6 @@ class _SymbolFeed:
         self.next_position_at = 0.0
 
 
-ExchangeSource = Any | Callable[[], Awaitable[Any]]
-
-
 class PriceHub:
     """Process-wide price fan-out (see the module docstring)."""
 
@@ -154,41 +157,24 @@ class PriceHub:
         position_interval_s: float = 2.0,
         max_backoff_s: float = 5.0,
     ) -> None:
-        self._exchange_source = exchange
-        self._exchange: Any | None = None
+        # None: the process-wide client (`shared_exchange`), resolved on first use.
+        self._holder = ExchangeHolder(shared_exchange if exchange is None else exchange)
         self.poll_interval_s = poll_interval_s
         self.position_interval_s = position_interval_s
         self.max_backoff_s = max_backoff_s
         self._feeds: dict[str, _SymbolFeed] = {}
         self.stats: dict[str, SymbolStats] = {}
-        self._lock = asyncio.Lock()
 
     # -- the client ----------------------------------------------------------------------------
 
     async def exchange(self) -> Any:
         """The one ccxt client (injected, or the process-wide `shared_exchange`), markets loaded."""
-        if self._exchange is None:
-            async with self._lock:
-                if self._exchange is None:
-                    source = self._exchange_source
-                    if source is None:
-                        from activities.exchange import shared_exchange
-
-                        source = shared_exchange
-                    client = await source() if callable(source) and not hasattr(source, "markets") else source
-                    if not getattr(client, "markets", None):
-                        await client.load_markets()
-                    self._exchange = client
-        return self._exchange
+        return await self._holder.exchange()
 
     async def market_id(self, symbol: str) -> str:
         """Accept `BTCUSDT` (what intents carry) or ccxt's `BTC/USDT:USDT`; key feeds by the id."""
         exchange = await self.exchange()
-        if symbol in exchange.markets:
-            return exchange.markets[symbol]["id"]
-        if symbol in exchange.markets_by_id:
-            return symbol
-        raise ValueError(f"unknown symbol {symbol!r}")
+        return exchange.market(resolve_symbol(exchange, symbol))["id"]
 
     async def tick_size(self, symbol: str) -> Decimal:
         exchange = await self.exchange()
@@ -322,7 +308,9 @@ class PriceHub:
         if row is None:
             return  # not served yet: the pending bucket stays and the next poll tries again
         feed.pending_candle_bucket = None
-        candle = Candle(int(row[0]), *(Decimal(str(x)) for x in row[1:6]))
+        candle = Candle(open_ms=int(row[0]), **{
+            name: Decimal(str(x)) for name, x in zip(("open", "high", "low", "close", "volume"), row[1:6])
+        })
         feed.last_candle = candle
         for watch in tuple(feed.watches):
             _offer(watch, candle)
