@@ -10,14 +10,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.exchange import ExchangeHolder, ExchangeSource, shared_exchange
 from activities.exchange_errors import FailureKind
+from activities.schemas.market import PriceResult, SymbolRequest, SymbolRules  # noqa: F401
 from activities.temporal_errors import to_application_error
-from trading.sizing import MarketRules
 
 
 def to_decimal(value: Any) -> Decimal | None:
@@ -40,35 +39,6 @@ def resolve_symbol(exchange: Any, symbol: str) -> str:
         type=FailureKind.BAD_SYMBOL.value,
         non_retryable=True,
     )
-
-
-class SymbolRequest(BaseModel):
-    symbol: str  # BTCUSDT or BTC/USDT:USDT
-
-
-class SymbolRules(BaseModel):
-    """Filters of one market, plus the `MarketRules` subset sizing needs (`sizing_rules()`)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    symbol: str  # exchange id, BTCUSDT
-    ccxt_symbol: str  # BTC/USDT:USDT
-    tick_size: Decimal
-    step_size: Decimal
-    min_qty: Decimal = Decimal(0)
-    max_qty: Decimal | None = None
-    min_notional: Decimal = Decimal(0)
-    max_leverage: int | None = None
-
-    def sizing_rules(self) -> MarketRules:
-        return MarketRules(step_size=self.step_size, min_qty=self.min_qty, max_qty=self.max_qty,
-                           min_notional=self.min_notional, max_leverage=self.max_leverage)
-
-
-class PriceResult(BaseModel):
-    symbol: str
-    price: Decimal  # last trade price
-    time_ms: int  # the exchange's market clock at that price
 
 
 def _filters(market: dict) -> dict[str, dict]:

@@ -18,95 +18,24 @@ import asyncio
 import logging
 import time
 from decimal import Decimal
-from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio import activity
 
-from activities.price_hub import Candle, PriceHub, Snapshot, Watch
+from activities.price_hub import PriceHub, Snapshot, Watch
+from activities.schemas.monitor import (  # noqa: F401 (re-exported)
+    Candle, CrossedLevel, TrailingSpec, WatchEvent, WatchKind, WatchRequest,
+)
 from trading.exits import better_price, trail_stop
 from trading.levels import stop_would_trigger, take_would_trigger, tick_above, tick_below
 from trading.models import Side
 
-__all__ = ["MonitorActivities", "WatchEvent", "WatchRequest"]
+__all__ = ["Candle", "CrossedLevel", "MonitorActivities", "TrailingSpec", "WatchEvent", "WatchKind", "WatchRequest"]
 
 log = logging.getLogger(__name__)
 
 # --- the activity's argument and result (one pydantic model each, so fields can be added
 # without breaking running workflows) ---------------------------------------------------------
 
-
-class WatchKind(StrEnum):
-    LEVEL_CROSSED = "LEVEL_CROSSED"  # `level` says which
-    EXCHANGE_FILL = "EXCHANGE_FILL"  # the position size on the exchange is not `position_qty`
-    CANDLE_CLOSED = "CANDLE_CLOSED"  # `candle` carries it (kill score)
-    TIME_LIMIT = "TIME_LIMIT"  # market time reached opened_at_ms + max_holding_ms
-    SESSION_CAP = "SESSION_CAP"  # wall-clock cap: the workflow regains control (continue-as-new)
-
-
-class CrossedLevel(StrEnum):
-    STOP = "STOP"
-    TAKE_PROFIT = "TAKE_PROFIT"  # `take_profit_index` says which
-    TRAILING = "TRAILING"
-
-
-class TrailingSpec(BaseModel):
-    """Trailing stop: active once the price reaches `activation_price` (None: active at once);
-    the stop follows the best price since activation (`extreme`) at `callback_pct` behind it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    callback_pct: Decimal = Field(gt=0, lt=1)
-    activation_price: Decimal | None = Field(None, gt=0)
-    extreme: Decimal | None = Field(None, gt=0)  # carried over from the previous session
-
-
-class WatchRequest(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    workflow_id: str
-    symbol: str  # BTCUSDT (exchange id) or BTC/USDT:USDT
-    side: Side  # of the position
-    stop_price: Decimal = Field(gt=0)
-    take_profit_prices: list[Decimal] = Field(default_factory=list)  # pending TPs, nearest first
-    trailing: TrailingSpec | None = None
-    want_candles: bool = False
-    # Open time of the last candle the workflow processed: a newer one that closed while no
-    # session was watching (between two sessions) is delivered at once. None: from now on.
-    candles_after_ms: int | None = None
-    opened_at_ms: int  # market time
-    max_holding_ms: int | None = Field(None, gt=0)  # market time; None = no limit
-    session_cap_s: float = Field(300.0, gt=0)  # wall seconds
-    # Expected |contracts| on the exchange; another size means an exchange-side fill (the resting
-    # stop or a liquidation fired). None: do not poll the position.
-    position_qty: Decimal | None = Field(None, ge=0)
-    stop_client_order_id: str | None = None  # for the workflow's follow-up lookup (see report)
-    heartbeat_interval_s: float = Field(5.0, gt=0)
-
-    @model_validator(mode="after")
-    def _levels_positive(self) -> WatchRequest:
-        if any(p <= 0 for p in self.take_profit_prices):
-            raise ValueError("take-profit prices must be > 0")
-        return self
-
-
-class WatchEvent(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    kind: WatchKind
-    level: CrossedLevel | None = None
-    take_profit_index: int | None = None  # 1-based into `take_profit_prices`: the furthest crossed
-    level_price: Decimal | None = None  # the level that fired
-    # The market since the previous wake-up (None only if no price could be read this session).
-    price: Decimal | None = None
-    high: Decimal | None = None
-    low: Decimal | None = None
-    market_ms: int | None = None
-    trailing_active: bool = False
-    trailing_extreme: Decimal | None = None  # carry into the next WatchRequest
-    trailing_stop: Decimal | None = None  # the effective trailing stop now
-    candle: Candle | None = None
-    exchange_position_qty: Decimal | None = None  # for EXCHANGE_FILL
 
 # --- the activity ----------------------------------------------------------------------------
 

@@ -10,164 +10,21 @@ via `to_application_error`: transient ones are retried by Temporal, the rest are
 from __future__ import annotations
 
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.exchange import ExchangeHolder, ExchangeSource, shared_exchange
 from activities.exchange_errors import FailureKind, classify_exchange_error
 from activities.market import resolve_symbol, to_decimal
+from activities.schemas.orders import (  # noqa: F401 (re-exported for callers of this module)
+    WOULD_TRIGGER_IMMEDIATELY, CancelResult, ClosePositionRequest, ClosePositionResult, Fill,
+    FillsRequest, FillsResult, FundingPayment, OrderRef, OrderResult, OrderType, PlaceOrderRequest,
+    PositionRequest, PositionResult, SetLeverageRequest, SetLeverageResult,
+)
 from activities.temporal_errors import to_application_error
 from trading.models import Side
-
-WOULD_TRIGGER_IMMEDIATELY = "WouldTriggerImmediately"
-
-
-class OrderType(StrEnum):
-    MARKET = "MARKET"
-    LIMIT = "LIMIT"
-    STOP_MARKET = "STOP_MARKET"
-    TAKE_PROFIT_MARKET = "TAKE_PROFIT_MARKET"
-    TRAILING_STOP_MARKET = "TRAILING_STOP_MARKET"
-
-    @property
-    def conditional(self) -> bool:
-        """Conditional types live on Binance's algo endpoints: looked up with `trigger`."""
-        return self not in (OrderType.MARKET, OrderType.LIMIT)
-
-
-# -- models --------------------------------------------------------------------------------------
-
-
-class SetLeverageRequest(BaseModel):
-    symbol: str
-    leverage: int
-    isolated: bool = True
-
-
-class SetLeverageResult(BaseModel):
-    symbol: str
-    leverage: int
-    margin_mode: str
-
-
-class PlaceOrderRequest(BaseModel):
-    symbol: str
-    side: Side  # the order's side (BUY/SELL), not the position's
-    type: OrderType
-    quantity: Decimal
-    client_order_id: str
-    price: Decimal | None = None  # LIMIT
-    trigger_price: Decimal | None = None  # STOP_MARKET / TAKE_PROFIT_MARKET
-    callback_rate_pct: Decimal | None = None  # TRAILING_STOP_MARKET, percent (0.8 = 0.8 %)
-    activation_price: Decimal | None = None  # TRAILING_STOP_MARKET, optional
-    reduce_only: bool = False
-    time_in_force: str | None = None  # LIMIT: GTC (default) / IOC / FOK / GTX
-
-
-class OrderRef(BaseModel):
-    symbol: str
-    client_order_id: str
-    conditional: bool = False  # STOP_MARKET / TAKE_PROFIT_MARKET / TRAILING_STOP_MARKET
-
-
-class OrderResult(BaseModel):
-    symbol: str  # exchange id, BTCUSDT
-    order_id: str
-    client_order_id: str
-    side: str  # BUY / SELL
-    type: str  # exchange order type (MARKET, STOP_MARKET, ...)
-    conditional: bool
-    status: str  # ccxt's unified status: open / closed / canceled / expired / rejected
-    exchange_status: str  # Binance's own: NEW, FILLED, ... or algoStatus NEW, TRIGGERED, ...
-    quantity: Decimal
-    filled: Decimal = Decimal(0)
-    average_price: Decimal | None = None
-    price: Decimal | None = None
-    trigger_price: Decimal | None = None
-    reduce_only: bool = False
-    triggered_order_id: str | None = None  # a triggered conditional's market order
-    time_ms: int | None = None
-    already_existed: bool = False  # found by client id: this call placed nothing
-
-    @property
-    def is_open(self) -> bool:
-        return self.status == "open"
-
-
-class CancelResult(BaseModel):
-    found: bool  # the exchange knows this client id
-    canceled_now: bool  # this call cancelled it (False: it had already finished)
-    order: OrderResult | None = None  # its final state
-
-
-class ClosePositionRequest(BaseModel):
-    symbol: str
-    client_order_id: str
-
-
-class ClosePositionResult(BaseModel):
-    was_flat: bool  # nothing to close: no order sent
-    order: OrderResult | None = None
-    remaining_quantity: Decimal  # signed position after the close (0 = flat)
-
-
-class PositionRequest(BaseModel):
-    symbol: str
-
-
-class PositionResult(BaseModel):
-    symbol: str
-    quantity: Decimal  # signed: > 0 long, < 0 short, 0 flat
-    entry_price: Decimal | None = None
-    liquidation_price: Decimal | None = None
-    leverage: int | None = None
-    margin_mode: str | None = None
-    unrealized_pnl: Decimal = Decimal(0)
-    mark_price: Decimal | None = None
-    exchange_time_ms: int
-
-
-class FillsRequest(BaseModel):
-    symbol: str
-    client_order_ids: list[str] = []  # fills of these orders (a triggered stop carries its id)
-    since_ms: int | None = None  # or: every fill of the symbol since then
-    funding_since_ms: int | None = None  # funding income since then (None: no funding query)
-
-
-class Fill(BaseModel):
-    trade_id: str
-    order_id: str
-    client_order_id: str | None = None
-    side: str
-    price: Decimal
-    quantity: Decimal
-    fee: Decimal  # positive = paid
-    fee_asset: str
-    realized_pnl: Decimal
-    time_ms: int
-
-
-class FundingPayment(BaseModel):
-    amount: Decimal  # positive = received
-    time_ms: int
-
-
-class FillsResult(BaseModel):
-    symbol: str
-    fills: list[Fill]
-    funding: list[FundingPayment] = []
-    realized_pnl: Decimal  # exchange's own, sum over fills (fees excluded)
-    fees: Decimal  # sum, positive = paid
-    funding_total: Decimal  # positive = received
-
-    @property
-    def net_pnl(self) -> Decimal:
-        return self.realized_pnl - self.fees + self.funding_total
-
 
 # -- helpers -------------------------------------------------------------------------------------
 

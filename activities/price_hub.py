@@ -30,28 +30,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 
 from activities.exchange import ExchangeHolder, ExchangeSource, shared_exchange
 from activities.exchange_errors import classify_exchange_error
 from activities.market import resolve_symbol
+from activities.schemas.monitor import Candle
 
 log = logging.getLogger(__name__)
 
 CANDLE_MS = 5 * 60 * 1000  # the paper exchange and the kill score use 5-minute candles
-
-
-class Candle(BaseModel):
-    """A closed 5-minute candle, as the hub hands it to watchers and WatchEvent carries it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    open_ms: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
 
 
 @dataclass(frozen=True)

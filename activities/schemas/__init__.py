@@ -1,0 +1,1 @@
+"""Activity arguments and results: pydantic only, safe to import in the workflow sandbox."""

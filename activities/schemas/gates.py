@@ -1,0 +1,64 @@
+"""Arguments and results of the gate activities (`activities/gates.py`): no Redis or ccxt here."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import BaseModel
+
+from activities.schemas.market import SymbolRules
+from trading.intent import TradeIntent
+
+
+class GateRequest(BaseModel):
+    workflow_id: str
+    intent: TradeIntent
+    now_ms: int | None = None  # market time; None: the exchange's clock
+
+
+class GateVerdict(BaseModel):
+    name: str
+    passed: bool
+    detail: str
+
+
+class GateReport(BaseModel):
+    passed: bool
+    verdicts: list[GateVerdict]
+    rejection_reason: str | None = None  # the first failed gate's detail
+    lock_acquired: bool = False  # this workflow now owns quantum:lock:symbol:{symbol}
+    market_rules: SymbolRules | None = None
+    price: Decimal | None = None
+    price_time_ms: int | None = None
+    equity: Decimal | None = None
+    free_margin: Decimal | None = None
+
+    def verdict(self, name: str) -> GateVerdict:
+        return next(v for v in self.verdicts if v.name == name)
+
+
+class ReleaseLockRequest(BaseModel):
+    workflow_id: str
+    symbol: str
+    cooldown_s: int = 0
+
+
+class ReleaseLockResult(BaseModel):
+    released: bool  # this workflow owned the lock and it is gone
+    owner: str | None = None  # who held it before the call
+    cooldown_s: int = 0
+
+
+class SafeModeRequest(BaseModel):
+    reason: str
+    ttl_s: int = 900
+
+
+class SafeModeState(BaseModel):
+    active: bool
+    reason: str | None = None
+    ttl_s: int | None = None
+
+
+class ClearSafeModeRequest(BaseModel):
+    reason: str = ""
