@@ -1,8 +1,9 @@
-"""Market activities: a symbol's trading rules and its price on the market clock.
+"""Market activities: a symbol's trading rules, its price on the market clock, and its features.
 
-Both read ccxt's loaded market (no extra call for the rules, except the leverage bracket,
-cached per symbol) so gates, sizing and levels use the very filters the exchange enforces.
-Prices and sizes travel as `Decimal`, parsed from the exchange's own strings where possible.
+Rules and price read ccxt's loaded market (no extra call for the rules, except the leverage
+bracket, cached per symbol) so gates, sizing and levels use the very filters the exchange
+enforces. Prices and sizes travel as `Decimal`, parsed from the exchange's own strings where
+possible. Features (`trading.features`) are computed from closed 5-minute klines only.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ from temporalio.exceptions import ApplicationError
 from activities.exchange import ExchangeHolder, ExchangeSource, shared_exchange
 from activities.exchange_errors import FailureKind
 from activities.schemas.market import PriceResult, SymbolRequest, SymbolRules  # noqa: F401
+from activities.schemas.monitor import Candle
 from activities.temporal_errors import to_application_error
+from trading.features import MarketFeatures, compute_features
+
+CANDLE_MS = 5 * 60 * 1000  # the paper exchange, the kill score and the features use 5m candles
+FEATURE_CANDLES = 48  # 4 hours of 5m candles per feature computation
 
 
 def to_decimal(value: Any) -> Decimal | None:
@@ -39,6 +45,19 @@ def resolve_symbol(exchange: Any, symbol: str) -> str:
         type=FailureKind.BAD_SYMBOL.value,
         non_retryable=True,
     )
+
+
+def candle_from_row(row: list) -> Candle:
+    """A ccxt OHLCV row `[open_ms, open, high, low, close, volume]` as a Candle (exact Decimals
+    of ccxt's floats: `str` gives their shortest form, the exchange's own digits)."""
+    names = ("open", "high", "low", "close", "volume")
+    return Candle(open_ms=int(row[0]), **{n: Decimal(str(x)) for n, x in zip(names, row[1:6])})
+
+
+def closed_candles(rows: list[list], now_ms: int) -> list[Candle]:
+    """The rows whose 5 minutes had passed at `now_ms` (the exchange serves the open candle
+    last; its values would still change)."""
+    return [candle_from_row(r) for r in rows if int(r[0]) + CANDLE_MS <= now_ms]
 
 
 def _filters(market: dict) -> dict[str, dict]:
@@ -104,6 +123,18 @@ class MarketActivities:
         return PriceResult(symbol=exchange.market(unified)["id"], price=Decimal(str(last)),
                            time_ms=int(time_ms))
 
+    async def features(self, symbol: str, window: int = FEATURE_CANDLES) -> MarketFeatures | None:
+        exchange = await self._holder.exchange()
+        unified = resolve_symbol(exchange, symbol)
+        try:
+            # The clock first: every candle closed by then is served closed by the klines call;
+            # one that closes in between is dropped rather than risk keeping a partial one.
+            now_ms = await exchange.fetch_time()
+            rows = await exchange.fetch_ohlcv(unified, "5m", limit=window + 1)
+        except Exception as exc:  # noqa: BLE001
+            raise to_application_error(exc) from exc
+        return compute_features(closed_candles(rows, int(now_ms))[-window:])
+
     @activity.defn(name="get_market_rules")
     async def get_market_rules(self, request: SymbolRequest) -> SymbolRules:
         return await self.rules(request.symbol)
@@ -111,3 +142,9 @@ class MarketActivities:
     @activity.defn(name="get_price")
     async def get_price(self, request: SymbolRequest) -> PriceResult:
         return await self.price(request.symbol)
+
+    @activity.defn(name="get_market_features")
+    async def get_market_features(self, request: SymbolRequest) -> MarketFeatures | None:
+        """Features over the last 48 closed 5m candles; None while the exchange has fewer than
+        20 (the paper exchange has no candles before its replay start)."""
+        return await self.features(request.symbol)

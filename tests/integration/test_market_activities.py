@@ -1,4 +1,4 @@
-"""Market activities: the exchange's filters and its market clock, through ccxt."""
+"""Market activities: the exchange's filters, its market clock and features of closed candles, through ccxt."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.market import MarketActivities, SymbolRequest
+from activities.market import CANDLE_MS, FEATURE_CANDLES, MarketActivities, SymbolRequest, candle_from_row
+from tests.fixtures.paper import PaperServer, paper_exchange_client
+from trading.features import REGIMES, compute_features
 
 pytestmark = pytest.mark.integration
 
@@ -48,3 +50,55 @@ async def test_factory_is_resolved_once(exchange):
     for _ in range(2):
         await ActivityEnvironment().run(market.get_market_rules, SymbolRequest(symbol="XRPUSDT"))
     assert calls == [1]
+
+
+# --- features ---------------------------------------------------------------------------------
+
+
+def ensure_history(paper, candles: int) -> int:
+    """Move the (session-wide, forward-only) market clock until `candles` candles have closed
+    since the replay start, then into the middle of a candle; returns market now."""
+    clock = paper.clock()
+    needed = clock["epoch_ms"] + candles * CANDLE_MS - clock["market_ms"]
+    now = paper.advance(max(0, needed))["market_ms"]
+    return paper.advance(CANDLE_MS // 2 - now % CANDLE_MS + CANDLE_MS)["market_ms"]  # mid-candle
+
+
+async def test_features_from_the_last_closed_candles(exchange, paper):
+    now = ensure_history(paper, FEATURE_CANDLES + 5)
+    features = await ActivityEnvironment().run(MarketActivities(exchange).get_market_features,
+                                               SymbolRequest(symbol="ETHUSDT"))
+    last_closed = (now // CANDLE_MS - 1) * CANDLE_MS  # the candle open at `now` is left out
+    assert (features.candle_open_ms, features.candles) == (last_closed, FEATURE_CANDLES)
+    # The same numbers from klines fetched independently by time range.
+    rows = await exchange.fetch_ohlcv("ETH/USDT:USDT", "5m", since=last_closed - (FEATURE_CANDLES - 1) * CANDLE_MS,
+                                      limit=FEATURE_CANDLES)
+    assert [r[0] for r in rows][-1] == last_closed and len(rows) == FEATURE_CANDLES
+    assert features == compute_features([candle_from_row(r) for r in rows])
+    assert features.regime in REGIMES and 0 <= features.rsi <= 100
+
+
+@pytest.fixture
+def fresh_paper(tmp_path):
+    """A paper exchange of its own: its replay starts now, so it has no closed candle yet."""
+    server = PaperServer(tmp_path / "paper")
+    server.start()
+    yield server
+    server.close()
+
+
+async def test_no_features_without_twenty_closed_candles(fresh_paper):
+    client = paper_exchange_client(fresh_paper.settings)
+    try:
+        await client.load_markets()
+        env, market = ActivityEnvironment(), MarketActivities(client)
+        request = SymbolRequest(symbol="BTCUSDT")
+        assert await env.run(market.get_market_features, request) is None
+        fresh_paper.advance(19 * CANDLE_MS + CANDLE_MS // 2)  # 19 closed, the 20th still open
+        assert await env.run(market.get_market_features, request) is None
+        fresh_paper.advance(CANDLE_MS)
+        features = await env.run(market.get_market_features, request)
+        assert features is not None and features.candles == 20
+        assert features.candle_open_ms == fresh_paper.clock()["epoch_ms"] + 19 * CANDLE_MS
+    finally:
+        await client.close()
