@@ -17,6 +17,7 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 
 from qt.settings import SEARCH_ATTRIBUTES, StackSettings
 
@@ -43,7 +44,9 @@ def temporal_binary() -> str:
 
 async def connect(settings: StackSettings | None = None) -> Client:
     settings = settings or StackSettings()
-    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    # Pydantic models (Decimal, datetime) travel as JSON: the same payloads the CLI and UI show.
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
+                                data_converter=pydantic_data_converter)
 
 
 async def registered_search_attributes(client: Client) -> dict[str, str]:

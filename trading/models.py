@@ -46,6 +46,9 @@ class ExitReason(StrEnum):
     MANUAL = "MANUAL"
     KILLED = "KILLED"
     EXTERNAL = "EXTERNAL"  # the position vanished on the exchange (closed by someone else)
+    # Added to the SPEC's list: the protective stop could not be placed after the entry, so the
+    # position was closed at market at once (never left unprotected).
+    PROTECTION_FAILED = "PROTECTION_FAILED"
 
 
 class TradeStatus(StrEnum):

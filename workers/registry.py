@@ -1,0 +1,122 @@
+"""Which workflows and activities each task queue serves, built from shared dependencies.
+
+One table for `qt worker`, the tests and the benchmarks, so they all run the same wiring.
+Heavy modules (ccxt, redis) are imported only by the queues that need them: a
+`trade-workflows` worker never loads an exchange client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workers.queues import ML, TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR, TRADE_WORKFLOWS
+
+
+class WorkerSettings(BaseSettings):
+    """Concurrency per queue (`QT_WORKER_*`): each queue scales on its own."""
+
+    model_config = SettingsConfigDict(env_prefix="QT_WORKER_", extra="ignore")
+
+    workflow_tasks: int = Field(100, ge=1)
+    execution_activities: int = Field(20, ge=1)
+    # Orders per second across ALL execution workers (enforced by the Temporal server), kept
+    # under the exchange's order rate limit. 0 = no limit.
+    execution_rate_per_s: float = Field(20.0, ge=0)
+    monitor_activities: int = Field(2000, ge=1)  # idle long-polls: cheap, one per open position
+    market_activities: int = Field(50, ge=1)
+    monitor_poll_s: float = Field(0.1, gt=0)  # the PriceHub's price poll (reaction time)
+
+
+@dataclass
+class Dependencies:
+    """What the activities talk to. `None` = the production default, created on first use."""
+
+    exchange: Any = None  # a ccxt client or a zero-arg async factory (activities.exchange)
+    redis: Any = None  # redis.asyncio client
+    policy: Any = None  # activities.schemas.policy.TradePolicy, pinned (tests, benchmarks)
+    hub: Any = None  # activities.price_hub.PriceHub
+    settings: WorkerSettings = field(default_factory=WorkerSettings)
+    _closers: list = field(default_factory=list)
+
+    def exchange_source(self) -> Any:
+        if self.exchange is None:
+            from activities.exchange import shared_exchange
+            self.exchange = shared_exchange
+        return self.exchange
+
+    def redis_client(self) -> Any:
+        if self.redis is None:
+            import redis.asyncio as aioredis
+
+            from qt.settings import StackSettings
+            self.redis = aioredis.from_url(StackSettings().effective_redis_url, decode_responses=True)
+            self._closers.append(self.redis.aclose)
+        return self.redis
+
+    def price_hub(self) -> Any:
+        if self.hub is None:
+            from activities.price_hub import PriceHub
+            self.hub = PriceHub(self.exchange_source(), poll_interval_s=self.settings.monitor_poll_s)
+            self._closers.append(self.hub.close)
+        return self.hub
+
+    async def close(self) -> None:
+        for closer in reversed(self._closers):
+            await closer()
+        self._closers.clear()
+
+
+def workflows_for(queue: str) -> list[type]:
+    if queue == TRADE_WORKFLOWS:
+        from workflows.trade import TradeWorkflow
+        return [TradeWorkflow]
+    return []
+
+
+def activities_for(queue: str, deps: Dependencies) -> list:
+    if queue == TRADE_EXECUTION:
+        from activities.orders import OrderActivities
+        orders = OrderActivities(deps.exchange_source())
+        return [orders.set_leverage, orders.place_order, orders.get_order, orders.cancel_order,
+                orders.close_position, orders.get_position, orders.get_fills]
+    if queue == TRADE_MONITOR:
+        from activities.monitor import MonitorActivities
+        return [MonitorActivities(deps.price_hub()).watch_position]
+    if queue == TRADE_MARKET:
+        from activities.feedback import FeedbackActivities
+        from activities.gates import GateActivities
+        from activities.market import MarketActivities
+        from activities.policy import PolicyActivities
+        from activities.risk_settings import RiskSettings
+        risk = RiskSettings()
+        gates = GateActivities(deps.redis_client(), risk, deps.exchange_source())
+        market = MarketActivities(deps.exchange_source())
+        feedback = FeedbackActivities(deps.redis_client())
+        policy = PolicyActivities(risk=risk, policy=deps.policy)
+        acts = [gates.run_gates, gates.release_symbol_lock, gates.set_safe_mode, gates.clear_safe_mode,
+                market.get_market_rules, market.get_price, policy.get_trade_policy,
+                feedback.record_position, feedback.record_close]
+        if hasattr(market, "get_market_features"):
+            acts.append(market.get_market_features)
+        return acts
+    if queue in (ML, TRADE_WORKFLOWS):
+        return []
+    raise ValueError(f"unknown task queue {queue!r}")
+
+
+def worker_options(queue: str, settings: WorkerSettings) -> dict[str, Any]:
+    """Concurrency and rate limits per queue (Worker keyword arguments)."""
+    if queue == TRADE_WORKFLOWS:
+        return {"max_concurrent_workflow_tasks": settings.workflow_tasks}
+    if queue == TRADE_EXECUTION:
+        opts: dict[str, Any] = {"max_concurrent_activities": settings.execution_activities}
+        if settings.execution_rate_per_s > 0:
+            opts["max_task_queue_activities_per_second"] = settings.execution_rate_per_s
+        return opts
+    if queue == TRADE_MONITOR:
+        return {"max_concurrent_activities": settings.monitor_activities}
+    return {"max_concurrent_activities": settings.market_activities}

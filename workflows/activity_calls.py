@@ -1,0 +1,103 @@
+"""How the TradeWorkflow calls each activity: queue, timeouts, retries, result type.
+
+Activities are called by NAME, not by function reference, so the workflow never imports the
+modules that implement them (ccxt, redis): the workflow sandbox stays light and a workflow-only
+worker never loads an exchange client. One table, so every retry policy is visible at once:
+
+- market / gates: short, a few attempts; the data is worth nothing minutes later (stale intent).
+- orders: retried with backoff; safe because every placement looks its client id up first.
+  Non-retryable exchange refusals (insufficient margin, -2021, bad symbol) come back at once.
+- closing and cancelling: retried without limit: a position must end flat, and the stop rests
+  on the exchange meanwhile.
+- monitor: heartbeats; a dead monitor worker is noticed after `heartbeat_timeout` and the
+  session restarts on another one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityCancellationType
+
+from workers.queues import TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR
+
+with workflow.unsafe.imports_passed_through():
+    from activities.schemas.feedback import FeedbackResult
+    from activities.schemas.gates import GateReport, ReleaseLockResult
+    from activities.schemas.monitor import WatchEvent
+    from activities.schemas.orders import (
+        CancelResult,
+        ClosePositionResult,
+        FillsResult,
+        OrderResult,
+        PositionResult,
+        SetLeverageResult,
+    )
+    from activities.schemas.policy import TradePolicy
+    from trading.features import MarketFeatures
+
+
+@dataclass(frozen=True)
+class Call:
+    name: str
+    task_queue: str
+    result_type: type | Any
+    start_to_close: timedelta
+    retry: RetryPolicy
+    heartbeat_timeout: timedelta | None = None
+    cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL
+    extra: dict = field(default_factory=dict)
+
+    def options(self, **overrides: Any) -> dict[str, Any]:
+        opts = dict(
+            task_queue=self.task_queue,
+            result_type=self.result_type,
+            start_to_close_timeout=self.start_to_close,
+            retry_policy=self.retry,
+            heartbeat_timeout=self.heartbeat_timeout,
+            cancellation_type=self.cancellation_type,
+        )
+        opts.update(overrides)
+        return opts
+
+
+_QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=500), backoff_coefficient=2,
+                     maximum_interval=timedelta(seconds=5), maximum_attempts=5)
+_ORDER = RetryPolicy(initial_interval=timedelta(milliseconds=300), backoff_coefficient=2,
+                     maximum_interval=timedelta(seconds=5), maximum_attempts=8)
+_UNTIL_DONE = RetryPolicy(initial_interval=timedelta(milliseconds=300), backoff_coefficient=2,
+                          maximum_interval=timedelta(seconds=30), maximum_attempts=0)
+_FEEDBACK = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2,
+                        maximum_interval=timedelta(seconds=30), maximum_attempts=10)
+
+_S = timedelta(seconds=1)
+
+GET_TRADE_POLICY = Call("get_trade_policy", TRADE_MARKET, TradePolicy, 10 * _S, _QUICK)
+RUN_GATES = Call("run_gates", TRADE_MARKET, GateReport, 30 * _S, _QUICK)
+RELEASE_SYMBOL_LOCK = Call("release_symbol_lock", TRADE_MARKET, ReleaseLockResult, 10 * _S, _UNTIL_DONE)
+GET_MARKET_FEATURES = Call("get_market_features", TRADE_MARKET, MarketFeatures | None, 30 * _S, _QUICK)
+RECORD_POSITION = Call("record_position", TRADE_MARKET, FeedbackResult, 10 * _S, _FEEDBACK)
+RECORD_CLOSE = Call("record_close", TRADE_MARKET, FeedbackResult, 10 * _S, _FEEDBACK)
+
+SET_LEVERAGE = Call("set_leverage", TRADE_EXECUTION, SetLeverageResult, 20 * _S, _ORDER)
+PLACE_ORDER = Call("place_order", TRADE_EXECUTION, OrderResult, 20 * _S, _ORDER)
+GET_ORDER = Call("get_order", TRADE_EXECUTION, OrderResult | None, 20 * _S, _ORDER)
+CANCEL_ORDER = Call("cancel_order", TRADE_EXECUTION, CancelResult, 20 * _S, _UNTIL_DONE)
+CLOSE_POSITION = Call("close_position", TRADE_EXECUTION, ClosePositionResult, 20 * _S, _UNTIL_DONE)
+GET_POSITION = Call("get_position", TRADE_EXECUTION, PositionResult, 20 * _S, _ORDER)
+GET_FILLS = Call("get_fills", TRADE_EXECUTION, FillsResult, 30 * _S, _UNTIL_DONE)
+
+# The monitor is read-only: when the workflow interrupts it (operator update, pause) it does
+# not wait for the cancellation to reach the worker (ABANDON); the session ends at its next
+# heartbeat.
+WATCH_POSITION = Call(
+    "watch_position", TRADE_MONITOR, WatchEvent, timedelta(hours=2),
+    RetryPolicy(initial_interval=_S, backoff_coefficient=2, maximum_interval=timedelta(seconds=10),
+                maximum_attempts=0),
+    heartbeat_timeout=timedelta(seconds=20),
+    cancellation_type=ActivityCancellationType.ABANDON,
+)
