@@ -318,7 +318,7 @@ class TradeWorkflow:
         except ActivityError:
             pass
 
-    async def _place_stop(self, price: Decimal) -> None:
+    async def _place_stop(self, price: Decimal, kind: StopKind | None = None) -> None:
         """Place `sl-{n+1}` at `price`; cancel the previous stop only once the new one rests."""
         st, side = self.state, self.intent.side
         if st.last_price is not None and stop_would_trigger(side, price, st.last_price):
@@ -333,6 +333,7 @@ class TradeWorkflow:
             kind, message = _failure(err)
             raise _StopRefused(message, crossed=kind == WOULD_TRIGGER_IMMEDIATELY) from None
         previous, st.stop_seq, st.stop_client_id = st.stop_client_id, st.stop_seq + 1, self._cid(step)
+        st.exit = st.exit.model_copy(update={"stop": price, "stop_kind": kind or st.exit.stop_kind})
         if previous is not None:
             try:
                 await self._call(calls.CANCEL_ORDER, OrderRef(symbol=self.intent.symbol,
@@ -344,7 +345,7 @@ class TradeWorkflow:
         """Replace the resting stop; a stop the market already crossed closes at market."""
         st = self.state
         try:
-            await self._place_stop(new_stop)
+            await self._place_stop(new_stop, kind)
         except _StopRefused as err:
             if err.crossed:
                 reason = ExitReason.TRAILING if kind is StopKind.TRAILING else ExitReason.SL
@@ -352,7 +353,6 @@ class TradeWorkflow:
             else:
                 st.note(f"stop move to {new_stop} refused ({err}); the previous stop stays")
             return False
-        st.exit = st.exit.model_copy(update={"stop": new_stop, "stop_kind": kind})
         st.note(f"{kind.value.lower()} stop at {new_stop}")
         return True
 
@@ -602,7 +602,6 @@ class TradeWorkflow:
             except _StopRefused as err:
                 self._adjust_outcome = f"stop {request.stop_loss} refused by the exchange: {err}"
                 return
-            st.exit = st.exit.model_copy(update={"stop": request.stop_loss})
         if request.take_profits:
             done = st.exit.tps_done
             tps = list(st.exit.levels.take_profits)

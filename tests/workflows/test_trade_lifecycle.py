@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from trading.models import ExitReason, TradeStatus
+from workflows.trade_state import TradeResult
 
 pytestmark = pytest.mark.timeout(120)
 D = Decimal
@@ -42,3 +43,54 @@ async def test_stop_loss_on_the_exchange_closes_the_trade(rig, paper):
     assert wallet(paper) - before == result.realized_pnl.quantize(D("0.00000001"))
     for step in ("entry", "sl-1"):
         assert placements(paper, f"{handle.id}-{step}") == 1
+
+
+async def test_take_profit_stages_then_trailing_stop(rig, paper):
+    """TP1 harvests 30 % and moves the stop to break-even; then the trailing stop follows the
+    price up and the exit is TRAILING; every stop move placed the new stop before the old
+    one was cancelled."""
+    paper.set_price("ETHUSDT", 3400)
+    handle = await rig.start(rig.intent("ETHUSDT", "BUY", 3400))
+    state = await rig.wait_status(handle, "OPEN")
+    tp1, tp2 = state.exit.levels.take_profits[0].price, state.exit.levels.take_profits[1].price
+    entry_qty = state.entry_qty
+
+    paper.set_price("ETHUSDT", tp1 + D("0.5"))
+    state = await rig.wait_for(handle, lambda s: s.exit.tps_done == 1 and s.stop_seq >= 2)
+    assert state.open_qty < entry_qty
+    assert state.exit.stop >= state.entry_price  # break-even or better
+    assert state.exit.stop_kind.value in ("BREAK_EVEN", "TRAILING")
+
+    # Up towards TP2 (not through it): the trailing stop ratchets and is re-placed.
+    high = tp1 + (tp2 - tp1) * D("0.8")
+    paper.set_price("ETHUSDT", high.quantize(D("0.01")))
+    state = await rig.wait_for(handle, lambda s: s.exit.stop_kind.value == "TRAILING" and s.exit.stop > s.entry_price)
+    trailing_stop = state.exit.stop
+    paper.set_price("ETHUSDT", (trailing_stop - 1).quantize(D("0.01")))
+    result = await rig.result(handle)
+    assert result.exit_reason is ExitReason.TRAILING
+    assert result.realized_pnl > 0
+    assert paper.state()["positions"] == [] and paper.state()["open_algo_orders"] == []
+    for step in ("entry", "tp1", "sl-1", "sl-2"):
+        assert placements(paper, f"{handle.id}-{step}") == 1
+
+
+async def test_manual_close_update_returns_the_result(rig, paper):
+    paper.set_price("NEARUSDT", "5.000")
+    before = wallet(paper)
+    handle = await rig.start(rig.intent("NEARUSDT", "SELL", "5.000"))
+    await rig.wait_status(handle, "OPEN")
+    result = await handle.execute_update("close", {"reason": "test"}, result_type=TradeResult)
+    assert result.status is TradeStatus.CLOSED and result.exit_reason is ExitReason.MANUAL
+    assert paper.state()["positions"] == [] and paper.state()["open_algo_orders"] == []
+    assert wallet(paper) - before == result.realized_pnl.quantize(D("0.00000001"))
+
+
+async def test_cancel_is_a_kill(rig, paper):
+    paper.set_price("XRPUSDT", "2.0000")
+    handle = await rig.start(rig.intent("XRPUSDT", "BUY", "2.0000"))
+    await rig.wait_status(handle, "OPEN")
+    await handle.cancel()
+    result = await rig.result(handle)
+    assert result.status is TradeStatus.KILLED and result.exit_reason is ExitReason.KILLED
+    assert paper.state()["positions"] == [] and paper.state()["open_algo_orders"] == []
