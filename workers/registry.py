@@ -38,6 +38,7 @@ class Dependencies:
     exchange: Any = None  # a ccxt client or a zero-arg async factory (activities.exchange)
     redis: Any = None  # redis.asyncio client
     policy: Any = None  # activities.schemas.policy.TradePolicy, pinned (tests, benchmarks)
+    risk: Any = None  # activities.risk_settings.RiskSettings (None: from QT_RISK_*)
     hub: Any = None  # activities.price_hub.PriceHub
     settings: WorkerSettings = field(default_factory=WorkerSettings)
     _closers: list = field(default_factory=list)
@@ -92,7 +93,7 @@ def activities_for(queue: str, deps: Dependencies) -> list:
         from activities.market import MarketActivities
         from activities.policy import PolicyActivities
         from activities.risk_settings import RiskSettings
-        risk = RiskSettings()
+        risk = deps.risk or RiskSettings()
         gates = GateActivities(deps.redis_client(), risk, deps.exchange_source())
         market = MarketActivities(deps.exchange_source())
         feedback = FeedbackActivities(deps.redis_client())
