@@ -9,7 +9,16 @@ come from `trading/` (the same comparisons the workflow's `decide_exit` uses).
 Checks within one wake-up, pessimistic where the true order is unknown (as `decide_exit`):
 exchange fill (the exchange is the truth), the stop in force since the previous wake-up
 (initial or trailing), take-profits, the trailing ratchet (its new stop applies from the next
-wake-up, unless the last price is already through it), time limit, candle close.
+wake-up, unless the last price is already through it), time limit, candle close, trailing
+advance.
+
+- Candle close with a `KillWatch`: the kill score (`trading.exits.kill_score`) of the features
+  now (the hub computes them once per symbol and candle) against the entry's; the activity
+  returns only when it says close, so a quiet position costs the workflow no history. Without
+  one, `want_candles` returns every close.
+- Trailing advance (`TrailingSpec.min_step`): the trailing stop is at least `min_step` beyond
+  the resting stop (`WatchRequest.stop_price`) and the last price is not through it: the
+  workflow re-places the exchange stop there.
 """
 
 from __future__ import annotations
@@ -21,15 +30,17 @@ from decimal import Decimal
 
 from temporalio import activity
 
-from activities.price_hub import PriceHub, Snapshot, Watch
+from activities.price_hub import CANDLE_MS, PriceHub, Snapshot, Watch
 from activities.schemas.monitor import (  # noqa: F401 (re-exported)
-    Candle, CrossedLevel, TrailingSpec, WatchEvent, WatchKind, WatchRequest,
+    Candle, CrossedLevel, KillWatch, TrailingSpec, WatchEvent, WatchKind, WatchRequest,
 )
-from trading.exits import better_price, trail_stop
+from trading.exits import KillScore, better_price, kill_score, trail_stop
+from trading.features import MarketFeatures
 from trading.levels import stop_would_trigger, take_would_trigger, tick_above, tick_below
 from trading.models import Side
 
-__all__ = ["Candle", "CrossedLevel", "MonitorActivities", "TrailingSpec", "WatchEvent", "WatchKind", "WatchRequest"]
+__all__ = ["Candle", "CrossedLevel", "KillWatch", "MonitorActivities", "TrailingSpec", "WatchEvent", "WatchKind",
+           "WatchRequest"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +84,15 @@ class _Trail:
         moved, self.extreme = new != self.extreme, new
         return moved
 
+    def advanced(self, base_stop: Decimal) -> Decimal | None:
+        """The trailing stop when it is at least `min_step` beyond `base_stop` in the trade's
+        favour (worth re-placing the exchange stop), else None."""
+        stop = self.stop(base_stop)
+        if stop is None or self.spec.min_step is None:
+            return None
+        gain = stop - base_stop if self.side is Side.BUY else base_stop - stop
+        return stop if gain >= self.spec.min_step else None
+
     def details(self) -> dict:
         return {"extreme": None if self.extreme is None else str(self.extreme)}
 
@@ -100,6 +120,7 @@ class MonitorActivities:
             want_candles=req.want_candles,
             candles_after_ms=req.candles_after_ms,
             want_position=req.position_qty is not None,
+            kill_window=req.kill.window if req.kill else None,
         )
         try:
             return await self._run(req, watch, trail)
@@ -119,7 +140,7 @@ class MonitorActivities:
                 next_heartbeat = now + req.heartbeat_interval_s
             if watch.event.is_set():
                 watch.event.clear()
-                event, extreme_moved = _evaluate(req, watch, trail)
+                event, extreme_moved = _evaluate(req, watch, trail, self.hub)
                 if event is not None:
                     activity.heartbeat(trail.details())
                     log.info("watch_position returns %s", event.kind,
@@ -156,9 +177,13 @@ def _arm(watch: Watch, req: WatchRequest, trail: _Trail) -> None:
         watch.wake_high, watch.wake_low = stop, max(far) if far else None
     watch.wake_at_ms = req.opened_at_ms + req.max_holding_ms if req.max_holding_ms else None
     watch.rearm()
+    if watch.has_price and trail.advanced(req.stop_price) is not None:
+        # Already worth re-placing (an extreme carried over from the previous session): decide
+        # at once. Never a busy loop: with a price, an evaluation then returns (advance or cross).
+        watch.event.set()
 
 
-def _evaluate(req: WatchRequest, watch: Watch, trail: _Trail) -> tuple[WatchEvent | None, bool]:
+def _evaluate(req: WatchRequest, watch: Watch, trail: _Trail, hub: PriceHub) -> tuple[WatchEvent | None, bool]:
     side = req.side
     if req.position_qty is not None and watch.position_seq and watch.position_qty != req.position_qty:
         snap = watch.take() if watch.has_price else None
@@ -188,10 +213,39 @@ def _evaluate(req: WatchRequest, watch: Watch, trail: _Trail) -> tuple[WatchEven
     if req.max_holding_ms and snap.market_ms >= req.opened_at_ms + req.max_holding_ms:
         return _event(WatchKind.TIME_LIMIT, snap, trail, req), moved
 
-    if watch.candles:
+    while watch.candles:
         candle = watch.candles.popleft()
-        return _event(WatchKind.CANDLE_CLOSED, snap, trail, req, candle=candle), moved
+        if req.kill is None:
+            return _event(WatchKind.CANDLE_CLOSED, snap, trail, req, candle=candle), moved
+        now = hub.features_at(watch.symbol, candle.open_ms, req.kill.window)
+        verdict = _kill_verdict(req, req.kill, candle, now)
+        if verdict is not None:
+            features, score = verdict
+            return _event(WatchKind.CANDLE_CLOSED, snap, trail, req, candle=candle, features=features,
+                          kill_score=score), moved
+
+    advanced = trail.advanced(req.stop_price)
+    if advanced is not None and not stop_would_trigger(side, advanced, snap.price):
+        return _event(WatchKind.TRAIL_ADVANCED, snap, trail, req), moved
     return None, moved
+
+
+def _kill_verdict(
+    req: WatchRequest, kill: KillWatch, candle: Candle, now: MarketFeatures | None
+) -> tuple[MarketFeatures, KillScore] | None:
+    """The features now (at `candle`) and the kill score against the entry's, when the score
+    says close; None otherwise (also without features: missing data never closes a trade)."""
+    if now is None:
+        return None
+    entry = kill.entry
+    score = kill_score(
+        regime_at_entry=entry.regime, regime_now=now.regime,
+        sigma_at_entry=entry.sigma, sigma_now=now.sigma,
+        trend_at_entry=entry.trend_strength, trend_now=now.trend_strength,
+        age_s=(candle.open_ms + CANDLE_MS - req.opened_at_ms) / 1000,  # market time at the close
+        age_horizon_s=kill.age_horizon_s, weights=kill.weights, threshold=kill.threshold,
+    )
+    return (now, score) if score.should_close else None
 
 
 def _crossed(

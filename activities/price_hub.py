@@ -15,6 +15,13 @@ polls each symbol ONCE per interval and fans the result out in memory:
   few comparisons per poll, no task wake-ups.
 - When market time crosses a candle boundary the hub fetches the just-closed candle once and
   hands it to every watch that wants candles.
+- Kill-score watchers (`kill_window`) need the last N closed candles. The hub keeps them per
+  symbol (`CandleHistory`, kept even while nobody watches, so a watcher restarted every session
+  costs no reload): the first kill watcher makes the next poll fetch up to the largest window
+  asked, and each boundary's one fetch is sized to fill whatever is missing (one candle,
+  normally). `features_at` computes a candle's features once per symbol, window and candle,
+  whatever the number of watchers. A kill watcher is handed a candle only once the history
+  covers its window, so its features are always computed over the full window.
 - Watches that want position updates share one `fetch_positions([symbol])` per
   `position_interval_s` (one-way mode: one position per symbol).
 - Exchange errors are logged and retried with exponential backoff; a watcher never sees them.
@@ -33,12 +40,13 @@ from typing import Any
 
 from activities.exchange import ExchangeHolder, ExchangeSource, shared_exchange
 from activities.exchange_errors import classify_exchange_error
-from activities.market import resolve_symbol
+from activities.market import CANDLE_MS, candle_from_row, resolve_symbol
 from activities.schemas.monitor import Candle
+from trading.features import MarketFeatures, compute_features
+
+__all__ = ["CANDLE_MS", "CandleHistory", "PriceHub", "Snapshot", "SymbolStats", "Watch"]
 
 log = logging.getLogger(__name__)
-
-CANDLE_MS = 5 * 60 * 1000  # the paper exchange and the kill score use 5-minute candles
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class SymbolStats:
     errors: int = 0
     candle_fetches: int = 0
     position_fetches: int = 0
+    features_computed: int = 0
 
 
 @dataclass(eq=False)
@@ -72,6 +81,9 @@ class Watch:
     # candles closing from now on. Lets a restarted watcher catch a close it was not there for.
     candles_after_ms: int | None = None
     want_position: bool = False
+    # Kill-score watcher: candles are handed over only once the symbol's history holds this many
+    # closed candles up to them (or all the exchange has). None: not a kill watcher.
+    kill_window: int | None = None
     # Wake band and time, set by the watcher: outside the band / at that time something may
     # need a decision. None = not interested.
     wake_low: Decimal | None = None
@@ -82,6 +94,7 @@ class Watch:
     low: Decimal | None = None
     market_ms: int = 0
     candles: deque[Candle] = field(default_factory=lambda: deque(maxlen=16))
+    offered_ms: int | None = None  # open time of the last candle handed over (never twice)
     position_qty: Decimal | None = None  # |contracts| on the exchange, last seen
     position_seq: int = 0  # bumps on every position poll, so a watcher knows it is fresh
     event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -98,10 +111,13 @@ class Watch:
         return snap
 
     def _observe(self, price: Decimal, market_ms: int) -> None:
+        first = self.price is None
         self.price, self.market_ms = price, market_ms
         self.high = price if self.high is None or price > self.high else self.high
         self.low = price if self.low is None or price < self.low else self.low
-        if self._wants_wake():
+        if first or self._wants_wake():
+            # The first price always: a watcher may have a decision pending that needs no move
+            # (say a trailing stop carried over from its previous session, already worth moving).
             self.event.set()
 
     def _wants_wake(self) -> bool:
@@ -116,6 +132,75 @@ class Watch:
         self.event.clear()
         if self.candles or (self.has_price and self._wants_wake()):
             self.event.set()
+
+
+class CandleHistory:
+    """Closed candles of one symbol, oldest first, without holes; at most `size` of them.
+
+    `size` is the largest window any kill watcher asked for (at least 2: the plain candle
+    watchers' last close). `first_ms` is the exchange's first candle once a fetch came back
+    short (a young market, or the paper exchange's replay start): the history is then as
+    complete as it can be with fewer candles.
+    """
+
+    def __init__(self) -> None:
+        self.candles: deque[Candle] = deque()
+        self.size = 2
+        self.first_ms: int | None = None
+        self._features: dict[tuple[int, int], MarketFeatures | None] = {}
+
+    def get(self, open_ms: int) -> Candle | None:
+        for candle in reversed(self.candles):
+            if candle.open_ms == open_ms:
+                return candle
+            if candle.open_ms < open_ms:
+                return None
+        return None
+
+    def missing(self, last_open_ms: int, window: int) -> int:
+        """How many candles ending at `last_open_ms` to fetch so that the history holds the
+        `window` candles up to it (0: it does): only the newer ones when the older part is
+        there, else the whole window."""
+        first = last_open_ms - (window - 1) * CANDLE_MS
+        if self.first_ms is not None:
+            first = max(first, self.first_ms)
+        if first > last_open_ms:
+            return 0  # the exchange has no such candle yet
+        have = [c.open_ms for c in self.candles if c.open_ms <= last_open_ms]
+        whole = (last_open_ms - first) // CANDLE_MS + 1
+        if not have or have[0] > first:
+            return whole
+        return min((last_open_ms - have[-1]) // CANDLE_MS, whole)
+
+    def merge(self, fetched: list[Candle], limit: int, last_open_ms: int) -> None:
+        """Add one fetch of the latest `limit` candles; only those up to `last_open_ms` (closed
+        when the caller read the clock) are kept."""
+        if len(fetched) < limit:  # the exchange has nothing older (or nothing at all yet)
+            self.first_ms = fetched[0].open_ms if fetched else last_open_ms + CANDLE_MS
+        fetched = [c for c in fetched if c.open_ms <= last_open_ms]
+        by_open = {c.open_ms: c for c in self.candles}
+        by_open.update((c.open_ms, c) for c in fetched)
+        run: list[Candle] = []  # the hole-free run ending at the newest candle
+        for open_ms in sorted(by_open, reverse=True):
+            if run and open_ms != run[-1].open_ms - CANDLE_MS or len(run) >= self.size:
+                break
+            run.append(by_open[open_ms])
+        self.candles = deque(reversed(run))
+        if self.candles:  # features of candles that left the history are not asked for again
+            oldest = self.candles[0].open_ms
+            self._features = {k: v for k, v in self._features.items() if k[0] >= oldest}
+
+    def features(self, open_ms: int, window: int) -> tuple[MarketFeatures | None, bool]:
+        """Features over the `window` candles up to `open_ms` (computed once), and whether they
+        were computed now; (None, False) while the history does not cover that window."""
+        key = (open_ms, window)
+        if key in self._features:
+            return self._features[key], False
+        if self.get(open_ms) is None or self.missing(open_ms, window):
+            return None, False
+        candles = [c for c in self.candles if c.open_ms <= open_ms][-window:]
+        self._features[key] = compute_features(candles)
+        return self._features[key], True
 
 
 class _SymbolFeed:
@@ -150,6 +235,7 @@ class PriceHub:
         self.position_interval_s = position_interval_s
         self.max_backoff_s = max_backoff_s
         self._feeds: dict[str, _SymbolFeed] = {}
+        self._histories: dict[str, CandleHistory] = {}  # outlive feeds (see the module docstring)
         self.stats: dict[str, SymbolStats] = {}
 
     # -- the client ----------------------------------------------------------------------------
@@ -177,20 +263,26 @@ class PriceHub:
         want_candles: bool = False,
         candles_after_ms: int | None = None,
         want_position: bool = False,
+        kill_window: int | None = None,
     ) -> Watch:
+        """`kill_window`: closed candles the watcher computes features over (implies candles)."""
         market_id = await self.market_id(symbol)
-        watch = Watch(symbol=market_id, want_candles=want_candles, candles_after_ms=candles_after_ms,
-                      want_position=want_position)
+        watch = Watch(symbol=market_id, want_candles=want_candles or bool(kill_window),
+                      candles_after_ms=candles_after_ms, want_position=want_position,
+                      kill_window=kill_window)
         feed = self._feeds.get(market_id)
         if feed is None:
             feed = self._feeds[market_id] = _SymbolFeed(market_id)
             self.stats.setdefault(market_id, SymbolStats())
+        history = self.history(market_id)
+        if kill_window:
+            history.size = max(history.size, kill_window)  # the next poll fetches what is missing
         if feed.last is not None:
             # Seed with the last poll (at most one interval old) so a watcher re-subscribing
             # after a level update can decide at once instead of waiting for the next poll.
             watch._observe(*feed.last)
-        if want_candles and candles_after_ms is not None:
-            if feed.last_candle is not None and _offer(watch, feed.last_candle):
+        if watch.want_candles and candles_after_ms is not None:
+            if feed.last_candle is not None and _offer(watch, feed.last_candle, history):
                 pass  # the cached candle is newer than what the caller has seen: delivered
             else:
                 feed.catch_up = True  # the next poll checks which candle closed last
@@ -217,6 +309,19 @@ class PriceHub:
             feed = self._feeds.get(symbol)
             return len(feed.watches) if feed else 0
         return sum(len(f.watches) for f in self._feeds.values())
+
+    def history(self, symbol: str) -> CandleHistory:
+        """The closed candles kept for `symbol` (exchange id)."""
+        return self._histories.setdefault(symbol, CandleHistory())
+
+    def features_at(self, symbol: str, open_ms: int, window: int) -> MarketFeatures | None:
+        """Features over the `window` closed candles up to the one opened at `open_ms`; computed
+        once per symbol whatever the number of watchers asking. None: fewer than 20 candles
+        exist, or the history does not hold them (a kill watcher is never handed such a candle)."""
+        features, computed = self.history(symbol).features(open_ms, window)
+        if computed:
+            self.stats.setdefault(symbol, SymbolStats()).features_computed += 1
+        return features
 
     def polling_symbols(self) -> list[str]:
         return [s for s, f in self._feeds.items() if f.task is not None and not f.task.done()]
@@ -276,31 +381,48 @@ class PriceHub:
             closed_open = (bucket - 1) * CANDLE_MS
             if feed.last_candle is None or feed.last_candle.open_ms < closed_open:
                 feed.pending_candle_bucket = bucket - 1
-        if feed.pending_candle_bucket is not None and any(w.want_candles for w in feed.watches):
-            await self._deliver_candle(feed, stats, exchange)
-        else:
+        if not any(w.want_candles for w in feed.watches):
             feed.pending_candle_bucket = None  # nobody wants it: do not fetch it later
+        elif feed.pending_candle_bucket is not None or self._history_due(feed, bucket - 1):
+            await self._deliver_candle(feed, stats, exchange, bucket - 1)
 
         if any(w.want_position for w in feed.watches) and time.monotonic() >= feed.next_position_at:
             feed.next_position_at = time.monotonic() + self.position_interval_s
             await self._deliver_position(feed, stats, exchange)
 
-    async def _deliver_candle(self, feed: _SymbolFeed, stats: SymbolStats, exchange: Any) -> None:
+    def _history_due(self, feed: _SymbolFeed, last_closed: int) -> bool:
+        """A kill watcher is here and the history lacks candles up to the last closed one."""
+        history = self.history(feed.symbol)
+        return any(w.kill_window for w in feed.watches) and history.missing(last_closed * CANDLE_MS, history.size) > 0
+
+    async def _deliver_candle(
+        self, feed: _SymbolFeed, stats: SymbolStats, exchange: Any, last_closed: int
+    ) -> None:
+        """One klines fetch: the just-closed candle for every candle watcher, plus whatever the
+        history lacks for kill watchers (the whole window when the first one arrives)."""
+        history = self.history(feed.symbol)
+        last_open = last_closed * CANDLE_MS
+        kill = any(w.kill_window for w in feed.watches)
+        needed = history.missing(last_open, history.size if kill else 2)
+        if needed:
+            unified = exchange.markets_by_id[feed.symbol][0]["symbol"]
+            stats.requests += 1
+            stats.candle_fetches += 1
+            # +1: the exchange serves the open candle last (dropped by `merge`).
+            rows = await exchange.fetch_ohlcv(unified, "5m", limit=needed + 1)
+            history.merge([candle_from_row(r) for r in rows], needed + 1, last_open)
         wanted = feed.pending_candle_bucket
-        unified = exchange.markets_by_id[feed.symbol][0]["symbol"]
-        stats.requests += 1
-        stats.candle_fetches += 1
-        rows = await exchange.fetch_ohlcv(unified, "5m", limit=2)
-        row = next((r for r in rows if int(r[0]) == wanted * CANDLE_MS), None)
-        if row is None:
+        candle = history.get((wanted if wanted is not None else last_closed) * CANDLE_MS)
+        if candle is None:
             return  # not served yet: the pending bucket stays and the next poll tries again
         feed.pending_candle_bucket = None
-        candle = Candle(open_ms=int(row[0]), **{
-            name: Decimal(str(x)) for name, x in zip(("open", "high", "low", "close", "volume"), row[1:6])
-        })
-        feed.last_candle = candle
+        if feed.last_candle is None or feed.last_candle.open_ms < candle.open_ms:
+            feed.last_candle = candle
         for watch in tuple(feed.watches):
-            _offer(watch, candle)
+            # A new close goes to every candle watcher; an older one (the history was loaded)
+            # only to those that asked for candles since a given one (restarted sessions).
+            if wanted is not None or watch.candles_after_ms is not None:
+                _offer(watch, candle, history)
 
     async def _deliver_position(self, feed: _SymbolFeed, stats: SymbolStats, exchange: Any) -> None:
         unified = exchange.markets_by_id[feed.symbol][0]["symbol"]
@@ -320,14 +442,18 @@ class PriceHub:
                     watch.event.set()  # the watcher compares with its expected size
 
 
-def _offer(watch: Watch, candle: Candle) -> bool:
-    """Hand `candle` to `watch` if it wants it and has not had it (or a later one)."""
+def _offer(watch: Watch, candle: Candle, history: CandleHistory) -> bool:
+    """Hand `candle` to `watch` if it wants it and has not had it (or a later one). A kill
+    watcher gets it only once `history` covers its window (else a later poll offers it again)."""
     if not watch.want_candles:
         return False
     if watch.candles_after_ms is not None and candle.open_ms <= watch.candles_after_ms:
         return False
-    if watch.candles and watch.candles[-1].open_ms >= candle.open_ms:
+    if watch.offered_ms is not None and watch.offered_ms >= candle.open_ms:
+        return False
+    if watch.kill_window and history.missing(candle.open_ms, watch.kill_window):
         return False
     watch.candles.append(candle)
+    watch.offered_ms = candle.open_ms
     watch.event.set()
     return True

@@ -17,8 +17,11 @@ import pytest
 import pytest_asyncio
 from temporalio.testing import ActivityEnvironment
 
-from activities.monitor import CrossedLevel, MonitorActivities, TrailingSpec, WatchKind, WatchRequest
+from activities.market import candle_from_row
+from activities.monitor import CrossedLevel, KillWatch, MonitorActivities, TrailingSpec, WatchKind, WatchRequest
 from activities.price_hub import CANDLE_MS, PriceHub
+from trading.exits import kill_score
+from trading.features import TRENDING_DOWN, TRENDING_UP, compute_features
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -258,3 +261,170 @@ async def test_thousand_watchers_share_three_pollers(paper, hub):
     events = await asyncio.wait_for(asyncio.gather(*tasks), 10)
     assert all(e.kind is WatchKind.LEVEL_CROSSED and e.level is CrossedLevel.STOP for e in events)
     assert hub.subscriber_count() == 0
+
+
+# --- trailing advance --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("side", "symbol", "pin", "stop", "small", "big", "min_step", "new_stop"), [
+    # BUY: 1 % behind the high. 63100 → 62469 (469 < 500 beyond 62000); 63500 → 62865.
+    ("BUY", "BTCUSDT", "63000", "62000", "63100", "63500", "500", "62865"),
+    # SELL: 1 % above the low. 3398 → 3431.98 (18.02 < 20 below 3450); 3380 → 3413.8.
+    ("SELL", "ETHUSDT", "3400", "3450", "3398", "3380", "20", "3413.8"),
+])
+async def test_trail_advanced_by_min_step(paper, hub, side, symbol, pin, stop, small, big, min_step, new_stop):
+    paper.set_price(symbol, pin)
+    trailing = TrailingSpec(callback_pct=D("0.01"), min_step=D(min_step))  # active at once
+    task = start(hub, request(paper, symbol=symbol, side=side, stop_price=D(stop), trailing=trailing))
+    await started(hub, symbol, task)
+    paper.set_price(symbol, small)  # a new extreme, but the stop would move less than min_step
+    await next_polls(hub, symbol, 3)
+    assert not task.done(), task.result()
+    paper.set_price(symbol, big)
+    event = await asyncio.wait_for(task, 5)
+    assert event.kind is WatchKind.TRAIL_ADVANCED and event.level is None
+    assert (event.trailing_stop, event.trailing_extreme, event.price) == (D(new_stop), D(big), D(big))
+    assert event.trailing_active
+
+
+async def test_carried_over_extreme_advances_at_once_or_crosses(paper, hub):
+    """A session resumed with the previous extreme: already worth re-placing → TRAIL_ADVANCED at
+    once (no new price needed); the last price already through the new stop → LEVEL_CROSSED."""
+    paper.set_price("BTCUSDT", 64000)
+    trailing = TrailingSpec(callback_pct=D("0.01"), min_step=D(500), extreme=D(64500))  # stop 63855
+    event = await asyncio.wait_for(start(hub, request(paper, trailing=trailing)), 5)
+    assert (event.kind, event.trailing_stop, event.trailing_extreme) == (WatchKind.TRAIL_ADVANCED, D(63855), D(64500))
+    paper.set_price("BTCUSDT", 63800)
+    event = await asyncio.wait_for(start(hub, request(paper, trailing=trailing)), 5)
+    assert (event.kind, event.level, event.level_price) == (WatchKind.LEVEL_CROSSED, CrossedLevel.TRAILING, D(63855))
+    # Without min_step the trailing stop is only watched: no TRAIL_ADVANCED, the session runs out.
+    paper.set_price("BTCUSDT", 64000)
+    watched = trailing.model_copy(update={"min_step": None})
+    event = await asyncio.wait_for(start(hub, request(paper, trailing=watched, session_cap_s=0.5)), 5)
+    assert event.kind is WatchKind.SESSION_CAP and event.trailing_stop == D(63855)
+
+
+# --- kill score on candle closes -----------------------------------------------------------------
+
+WINDOW = 30  # closed candles per feature computation in these tests (fewer to replay than 48)
+
+
+def ensure_history(paper, candles: int) -> int:
+    """Move the session's (forward-only) market clock until `candles` candles have closed since
+    the replay start, then to the middle of the next candle; returns the last closed open time."""
+    clock = paper.clock()
+    paper.advance(max(0, clock["epoch_ms"] + candles * CANDLE_MS - clock["market_ms"]))
+    now = paper.clock()["market_ms"]
+    now = paper.advance(CANDLE_MS // 2 - now % CANDLE_MS + CANDLE_MS)["market_ms"]
+    return (now // CANDLE_MS - 1) * CANDLE_MS
+
+
+async def features_at(exchange, symbol: str, last_open_ms: int, window: int = WINDOW):
+    """The reference: features over klines fetched by time range, outside the hub."""
+    rows = await exchange.fetch_ohlcv(symbol, "5m", since=last_open_ms - (window - 1) * CANDLE_MS, limit=window)
+    assert rows[-1][0] == last_open_ms and len(rows) == window
+    return compute_features([candle_from_row(r) for r in rows])
+
+
+def expected_score(kill: KillWatch, now, last_open_ms: int, opened_at_ms: int):
+    entry = kill.entry
+    return kill_score(
+        regime_at_entry=entry.regime, regime_now=now.regime, sigma_at_entry=entry.sigma, sigma_now=now.sigma,
+        trend_at_entry=entry.trend_strength, trend_now=now.trend_strength,
+        age_s=(last_open_ms + CANDLE_MS - opened_at_ms) / 1000, age_horizon_s=kill.age_horizon_s,
+        weights=kill.weights, threshold=kill.threshold,
+    )
+
+
+async def close_candle(paper, hub: PriceHub, symbols: list[str], watchers: int = 1) -> int:
+    """Advance one candle and wait until the hub fetched it and every kill watcher evaluated it
+    (each computation is counted once per symbol; evaluations show as cache reads)."""
+    fetches = {s: hub.stats[s].candle_fetches for s in symbols}
+    computed = {s: hub.stats[s].features_computed for s in symbols}
+    now = paper.advance(CANDLE_MS)["market_ms"]
+    await wait_until(lambda: all(hub.stats[s].candle_fetches > fetches[s] for s in symbols), 10)
+    await wait_until(lambda: all(hub.stats[s].features_computed > computed[s] for s in symbols), 10)
+    polls = {s: hub.stats[s].polls for s in symbols}
+    # Every watcher woken by the candle has run its evaluation (or returned: no watcher left).
+    await wait_until(lambda: all(hub.stats[s].polls >= polls[s] + 3 or not hub.subscriber_count(s) for s in symbols))
+    return (now // CANDLE_MS - 1) * CANDLE_MS
+
+
+async def test_kill_score_fires_when_the_regime_is_not_the_entry_one(paper, hub, exchange):
+    """The entry said 'strong trend, calm' in another regime than the market's: on the next
+    candle close whose score passes 0.7 (the market decides; pins do not move klines, so the
+    candle is found by computing the reference alongside), the monitor returns it."""
+    last = ensure_history(paper, WINDOW + 5)
+    paper.set_price("BTCUSDT", 63000)
+    now = await features_at(exchange, "BTC/USDT:USDT", last)
+    flipped = TRENDING_DOWN if now.regime == TRENDING_UP else TRENDING_UP
+    entry = now.model_copy(update={"regime": flipped, "trend_strength": 1.0, "sigma": 1e-6})
+    kill = KillWatch(entry=entry, window=WINDOW)
+    req = request(paper, stop_price=D(50000), kill=kill, session_cap_s=60)
+    task = start(hub, req)
+    await started(hub, "BTCUSDT", task)
+    await wait_until(lambda: hub.stats["BTCUSDT"].candle_fetches >= 1)  # the history, loaded once
+    for _ in range(20):
+        closed = await close_candle(paper, hub, ["BTCUSDT"])
+        reference = await features_at(exchange, "BTC/USDT:USDT", closed)
+        score = expected_score(kill, reference, closed, req.opened_at_ms)
+        if score.should_close:
+            break
+        assert not task.done(), task.result()
+    else:
+        pytest.fail("no candle in 20 passed the threshold")
+    event = await asyncio.wait_for(task, 5)
+    assert event.kind is WatchKind.CANDLE_CLOSED and event.candle.open_ms == closed
+    assert event.features == reference and event.kill_score == score
+    assert event.kill_score.regime_flip == 1.0 and event.kill_score.sigma_spike == 1.0
+
+
+async def test_kill_score_silent_on_a_quiet_market(paper, hub, exchange):
+    """Entry regime unknown (no flip can count): the score is at most 0.34 whatever the market
+    does, so 30 kill watchers over 3 symbols stay silent through 3 closes. Per symbol: one
+    history load, then one klines fetch and one feature computation per close."""
+    symbols = {"BTCUSDT": 63000, "ETHUSDT": 3400, "XRPUSDT": 2}
+    last = ensure_history(paper, WINDOW + 5)
+    entries = {}
+    for symbol, price in symbols.items():
+        paper.set_price(symbol, price)
+        entry = await features_at(exchange, exchange.markets_by_id[symbol][0]["symbol"], last)
+        entries[symbol] = entry.model_copy(update={"regime": "unknown"})
+    env, tasks = ActivityEnvironment(), []
+    for i in range(30):
+        symbol = list(symbols)[i % 3]
+        kill = KillWatch(entry=entries[symbol], window=WINDOW)
+        tasks.append(start(hub, request(paper, workflow_id=f"trade-{i}", symbol=symbol, side="BUY",
+                                        stop_price=D(symbols[symbol]) / 2, kill=kill, session_cap_s=60), env))
+    await wait_until(lambda: hub.subscriber_count() == 30, 15)
+    await wait_until(lambda: all(hub.stats[s].candle_fetches == 1 for s in symbols), 10)  # the history load
+    for _ in range(3):
+        await close_candle(paper, hub, list(symbols))
+        assert not any(t.done() for t in tasks), [t.result() for t in tasks if t.done()]
+    for symbol in symbols:
+        assert (hub.stats[symbol].candle_fetches, hub.stats[symbol].features_computed) == (4, 3), symbol
+    assert sorted(hub.polling_symbols()) == sorted(symbols)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_kill_watcher_restarted_after_a_close_evaluates_it(paper, hub, exchange):
+    """A new session (empty history: the first kill watcher loads it) that processed the candle
+    before the last closed one evaluates the last one at once."""
+    last = ensure_history(paper, WINDOW + 5)
+    paper.set_price("ETHUSDT", 3400)
+    now = await features_at(exchange, "ETH/USDT:USDT", last)
+    entry = now.model_copy(update={"regime": TRENDING_DOWN if now.regime == TRENDING_UP else TRENDING_UP,
+                                   "trend_strength": 1.0, "sigma": 1e-6})
+    kill = KillWatch(entry=entry, window=WINDOW)
+    req = request(paper, symbol="ETHUSDT", stop_price=D(3000), kill=kill, candles_after_ms=last - CANDLE_MS)
+    score = expected_score(kill, now, last, req.opened_at_ms)
+    assert score.should_close  # a flip (0.66) and a sigma spike (0.1) alone pass 0.7
+    event = await asyncio.wait_for(start(hub, req), 10)
+    assert (event.kind, event.candle.open_ms, event.features, event.kill_score) == (
+        WatchKind.CANDLE_CLOSED, last, now, score)
+    assert hub.stats["ETHUSDT"].candle_fetches == 1
+    # Up to date (it processed `last`): nothing to catch up, the session runs out.
+    quiet = req.model_copy(update={"candles_after_ms": last, "session_cap_s": 0.5})
+    assert (await asyncio.wait_for(start(hub, quiet), 5)).kind is WatchKind.SESSION_CAP
