@@ -8,9 +8,13 @@ N watchers (default 1,000 over 3 symbols), prints:
   `/_paper/price` has answered (the new price is in force) and stops when the activity returns.
   Each cross is sent at a random phase of the poll interval, so the figures include the wait for
   the next poll (on average half an interval).
+- with `--candles K` (default 3), every watcher also carries a kill score (`KillWatch`, 48-candle
+  window, an entry whose regime is unknown so it never fires) and the market clock is moved K
+  candles forward one at a time: per close, the klines fetches and feature computations (one
+  each per symbol, whatever N) and the CPU time until every watcher has evaluated it.
 
 Usage: .venv/bin/python benchmarks/monitor.py [--watchers 1000] [--quiet-s 20] [--crosses 8]
-       [--poll-ms 250]
+       [--poll-ms 250] [--candles 3]
 """
 
 from __future__ import annotations
@@ -31,11 +35,17 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from temporalio.testing import ActivityEnvironment  # noqa: E402
 
-from activities.monitor import MonitorActivities, WatchKind, WatchRequest  # noqa: E402
-from activities.price_hub import PriceHub  # noqa: E402
+from activities.monitor import KillWatch, MonitorActivities, WatchKind, WatchRequest  # noqa: E402
+from activities.price_hub import CANDLE_MS, PriceHub  # noqa: E402
 from tests.fixtures.paper import PaperServer, paper_exchange_client  # noqa: E402
+from trading.features import MarketFeatures  # noqa: E402
 
 PINS = {"BTCUSDT": Decimal(63000), "ETHUSDT": Decimal(3400), "XRPUSDT": Decimal(2)}
+KILL_WINDOW = 48
+# An entry without a known regime: a regime flip never counts, so the score stays below 0.7
+# and the watchers stay silent through every close (what a quiet position costs).
+QUIET_ENTRY = MarketFeatures(candle_open_ms=0, candles=KILL_WINDOW, close=Decimal(1), returns_1=0.0, atr_pct=0.01,
+                             sigma=0.01, volatility_factor=1.0, rsi=50.0, trend_strength=0.5, regime="unknown")
 
 
 def rss_mb() -> float:
@@ -54,8 +64,9 @@ def cpu_s() -> float:
 class Fleet:
     """N watchers; records when each returns."""
 
-    def __init__(self, hub: PriceHub, paper: PaperServer, n: int) -> None:
+    def __init__(self, hub: PriceHub, paper: PaperServer, n: int, kill: bool) -> None:
         self.hub, self.paper, self.n = hub, paper, n
+        self.kill = KillWatch(entry=QUIET_ENTRY, window=KILL_WINDOW) if kill else None
         self.activities = MonitorActivities(hub)
         self.env = ActivityEnvironment()
         self.symbols = list(PINS)[: min(3, n)]
@@ -71,7 +82,7 @@ class Fleet:
             req = WatchRequest(
                 workflow_id=f"bench-{i}", symbol=symbol, side="BUY", stop_price=pin * Decimal("0.95"),
                 take_profit_prices=[pin * Decimal("1.2")], opened_at_ms=market_ms, session_cap_s=600,
-                max_holding_ms=86_400_000,
+                max_holding_ms=86_400_000, kill=self.kill,
             )
             task = asyncio.create_task(self.env.run(self.activities.watch_position, req))
             task.add_done_callback(lambda _t, i=i: self.returned.__setitem__(i, time.perf_counter()))
@@ -96,19 +107,47 @@ class Fleet:
         return [(self.returned[i] - crossed_at[s]) * 1000 for i, (s, _) in enumerate(self.tasks)]
 
 
-async def run_case(paper: PaperServer, n: int, quiet_s: float, crosses: int, poll_s: float) -> dict:
+    async def close_candles(self, k: int) -> dict:
+        """Move the clock K candles, one at a time; wait until every kill watcher evaluated each."""
+        stats = [self.hub.stats[s] for s in self.symbols]
+        fetches0, computed0 = sum(s.candle_fetches for s in stats), sum(s.features_computed for s in stats)
+        cpu0, seconds = cpu_s(), 0.0
+        for _ in range(k):
+            computed = sum(s.features_computed for s in stats)
+            started = time.perf_counter()
+            self.paper.advance(CANDLE_MS)
+            while sum(s.features_computed for s in stats) < computed + len(stats):
+                await asyncio.sleep(0.005)
+            polls = [s.polls for s in stats]
+            while any(s.polls < p + 2 for s, p in zip(stats, polls)):
+                await asyncio.sleep(0.005)  # every woken watcher has run its evaluation
+            seconds += time.perf_counter() - started
+        assert not any(t.done() for _, t in self.tasks), "a quiet kill watcher returned"
+        return {
+            "fetches": (sum(s.candle_fetches for s in stats) - fetches0) / k,
+            "computed": (sum(s.features_computed for s in stats) - computed0) / k,
+            "cpu_ms": (cpu_s() - cpu0) / k * 1000,
+            "wall_ms": seconds / k * 1000,
+        }
+
+
+async def run_case(paper: PaperServer, n: int, quiet_s: float, crosses: int, poll_s: float, candles: int) -> dict:
     exchange = paper_exchange_client(paper.settings)
     await exchange.load_markets()
     hub = PriceHub(exchange, poll_interval_s=poll_s)
-    fleet = Fleet(hub, paper, n)
+    fleet = Fleet(hub, paper, n, kill=candles > 0)
     try:
         await fleet.start()
+        if candles:  # the history is loaded once per symbol when the first kill watcher arrives
+            while any(hub.stats[s].candle_fetches < 1 for s in fleet.symbols):
+                await asyncio.sleep(0.01)
         requests0 = sum(s.requests for s in hub.stats.values())
         cpu0, wall0 = cpu_s(), time.perf_counter()
         await asyncio.sleep(quiet_s)
         cpu, wall = cpu_s() - cpu0, time.perf_counter() - wall0
         requests = sum(s.requests for s in hub.stats.values()) - requests0
         rss = rss_mb()
+        closes = await fleet.close_candles(candles) if candles else None
         latencies: list[float] = []
         for _ in range(crosses):
             latencies += await fleet.cross()
@@ -131,6 +170,7 @@ async def run_case(paper: PaperServer, n: int, quiet_s: float, crosses: int, pol
         "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "max": latencies[-1],
         "samples": len(latencies),
+        "closes": closes,
     }
 
 
@@ -141,9 +181,11 @@ async def main(args: argparse.Namespace) -> None:
         try:
             for symbol, pin in PINS.items():
                 paper.set_price(symbol, pin)
+            paper.advance((KILL_WINDOW + 2) * CANDLE_MS + CANDLE_MS // 2)  # history for the kill score
+            poll_s = args.poll_ms / 1000
             rows = [
-                await run_case(paper, 1, args.quiet_s, args.crosses * 3, args.poll_ms / 1000),
-                await run_case(paper, args.watchers, args.quiet_s, args.crosses, args.poll_ms / 1000),
+                await run_case(paper, 1, args.quiet_s, args.crosses * 3, poll_s, args.candles),
+                await run_case(paper, args.watchers, args.quiet_s, args.crosses, poll_s, args.candles),
             ]
         finally:
             paper.close()
@@ -154,6 +196,14 @@ async def main(args: argparse.Namespace) -> None:
     for r in rows:
         print(f"{r['watchers']:>8} {r['symbols']:>7} {r['cpu_pct']:>6.2f} {r['rss_mb']:>7.1f} "
               f"{r['req_per_s']:>6.1f} {r['p50']:>7.1f} {r['p99']:>7.1f} {r['max']:>7.1f} {r['samples']:>7}")
+    if args.candles:
+        print(f"\nkill score on candle closes ({args.candles} closes, {KILL_WINDOW}-candle window, silent watchers);"
+              f" per close:")
+        print(f"{'watchers':>8} {'klines fetches':>14} {'features computed':>17} {'CPU ms':>7} {'wall ms':>8}")
+        for r in rows:
+            c = r["closes"]
+            print(f"{r['watchers']:>8} {c['fetches']:>14.1f} {c['computed']:>17.1f} {c['cpu_ms']:>7.1f} "
+                  f"{c['wall_ms']:>8.1f}")
 
 
 if __name__ == "__main__":
@@ -162,4 +212,5 @@ if __name__ == "__main__":
     parser.add_argument("--quiet-s", type=float, default=20.0)
     parser.add_argument("--crosses", type=int, default=8)
     parser.add_argument("--poll-ms", type=float, default=250.0)
+    parser.add_argument("--candles", type=int, default=3, help="candle closes with kill watchers (0: none)")
     asyncio.run(main(parser.parse_args()))
