@@ -310,13 +310,13 @@ class TradeWorkflow:
             reason = ExitReason.SL if err.crossed else ExitReason.PROTECTION_FAILED
             await self._close(reason, f"protective stop not placed ({err}): closed at market")
             return
-        await self._set_status(TradeStatus.OPEN)
-        self._record_position()
         try:  # the liquidation price lets adjust_levels refuse a stop beyond it
             position = await self._call(calls.GET_POSITION, PositionRequest(symbol=self.intent.symbol))
             st.liquidation_price = position.liquidation_price
-        except ActivityError:
-            pass
+        except ActivityError as err:
+            st.note(f"liquidation price unknown: {_failure(err)[1]}")
+        await self._set_status(TradeStatus.OPEN)
+        self._record_position()
 
     async def _place_stop(self, price: Decimal, kind: StopKind | None = None) -> None:
         """Place `sl-{n+1}` at `price`; cancel the previous stop only once the new one rests."""

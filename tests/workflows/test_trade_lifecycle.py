@@ -43,6 +43,7 @@ async def test_stop_loss_on_the_exchange_closes_the_trade(rig, paper):
     assert wallet(paper) - before == result.realized_pnl.quantize(D("0.00000001"))
     for step in ("entry", "sl-1"):
         assert placements(paper, f"{handle.id}-{step}") == 1
+    await rig.save_history(handle, "exit_sl")
 
 
 async def test_take_profit_stages_then_trailing_stop(rig, paper):
@@ -73,6 +74,7 @@ async def test_take_profit_stages_then_trailing_stop(rig, paper):
     assert paper.state()["positions"] == [] and paper.state()["open_algo_orders"] == []
     for step in ("entry", "tp1", "sl-1", "sl-2"):
         assert placements(paper, f"{handle.id}-{step}") == 1
+    await rig.save_history(handle, "exit_tp_then_trailing")
 
 
 async def test_manual_close_update_returns_the_result(rig, paper):
@@ -84,6 +86,7 @@ async def test_manual_close_update_returns_the_result(rig, paper):
     assert result.status is TradeStatus.CLOSED and result.exit_reason is ExitReason.MANUAL
     assert paper.state()["positions"] == [] and paper.state()["open_algo_orders"] == []
     assert wallet(paper) - before == result.realized_pnl.quantize(D("0.00000001"))
+    await rig.save_history(handle, "exit_manual")
 
 
 async def test_cancel_is_a_kill(rig, paper):
@@ -94,3 +97,4 @@ async def test_cancel_is_a_kill(rig, paper):
     result = await rig.result(handle)
     assert result.status is TradeStatus.KILLED and result.exit_reason is ExitReason.KILLED
     assert paper.state()["positions"] == [] and paper.state()["open_algo_orders"] == []
+    await rig.save_history(handle, "exit_killed")

@@ -3,6 +3,7 @@ resume, and the max holding time on the market clock."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import pytest
@@ -23,6 +24,17 @@ async def _open(rig, paper, symbol="BTCUSDT", side="BUY", price=63000):
     return handle, await rig.wait_status(handle, "OPEN")
 
 
+async def _quiet_history(rig, handle) -> int:
+    """History length once the background position record after OPEN has landed."""
+    length = -1
+    while True:
+        await asyncio.sleep(0.5)
+        now = await rig.history_length(handle)
+        if now == length:
+            return now
+        length = now
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"stop_loss": "64000"}, "must be below the current price"),
     ({"stop_loss": "-5"}, "must be a finite number > 0"),
@@ -34,7 +46,7 @@ async def _open(rig, paper, symbol="BTCUSDT", side="BUY", price=63000):
 ])
 async def test_adjust_levels_refuses_bad_levels_without_writing_history(rig, paper, change, message):
     handle, state = await _open(rig, paper)
-    events_before = await rig.history_length(handle)
+    events_before = await _quiet_history(rig, handle)
     with pytest.raises(WorkflowUpdateFailedError) as refused:
         await handle.execute_update("adjust_levels", change, result_type=AdjustLevelsResult)
     assert message in str(refused.value.cause), refused.value.cause
@@ -76,7 +88,6 @@ async def test_pause_stops_management_but_not_protection(rig, paper):
 
 
 async def paper_polls(rig, seconds: float = 1.5) -> None:
-    import asyncio
     await asyncio.sleep(seconds)
 
 

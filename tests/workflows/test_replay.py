@@ -1,0 +1,36 @@
+"""Histories of real runs (tests/workflows/histories/*.json) replayed against today's code.
+
+A change that makes TradeWorkflow take a different path for the same history (new activity
+order, a removed step, non-deterministic code) fails here, in CI, before it can strand a
+running trade. Re-record after an intended change with
+`QT_RECORD_HISTORIES=1 python -m pytest tests/workflows` (and use `workflow.patched` for
+trades already running in production).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workflows.trade import TradeWorkflow
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def test_histories_are_recorded():
+    names = {p.stem for p in HISTORIES}
+    for needed in ("exit_sl", "exit_tp_then_trailing", "exit_manual", "exit_killed", "time_limit",
+                   "adjust_levels", "continued_as_new_last_run"):
+        assert needed in names, f"missing replay fixture {needed}.json"
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_replay(path: Path):
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    replayer = Replayer(workflows=[TradeWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    assert result.replay_failure is None
