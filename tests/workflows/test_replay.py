@@ -23,7 +23,8 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 def test_histories_are_recorded():
     names = {p.stem for p in HISTORIES}
-    for needed in ("exit_sl", "exit_tp_then_trailing", "exit_manual", "exit_killed", "time_limit",
+    for needed in ("exit_sl", "exit_tp", "exit_tp_then_trailing", "exit_kill_score", "exit_manual",
+                   "exit_killed", "time_limit",
                    "adjust_levels", "continued_as_new_last_run"):
         assert needed in names, f"missing replay fixture {needed}.json"
 

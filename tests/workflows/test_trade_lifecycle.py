@@ -3,10 +3,13 @@ paper exchange's own account."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import pytest
 
+from activities.schemas.policy import MonitorPolicy, TradePolicy
+from trading.exits import ExitPolicy
 from trading.models import ExitReason, TradeStatus
 from workflows.trade_state import TradeResult
 
@@ -98,3 +101,54 @@ async def test_cancel_is_a_kill(rig, paper):
     assert result.status is TradeStatus.KILLED and result.exit_reason is ExitReason.KILLED
     assert paper.state()["positions"] == [] and paper.state()["open_algo_orders"] == []
     await rig.save_history(handle, "exit_killed")
+
+
+KILL_EASY = TradePolicy(
+    monitor=MonitorPolicy(session_cap_s=600, heartbeat_interval_s=0.5, heartbeat_timeout_s=5, kill_score=True),
+    exits=ExitPolicy(max_hold_s=None), cooldown_s=0,
+    # Any score above 0.001 closes: the age component alone (0.03 × age / 24 h) passes it after
+    # ~48 market minutes, so the test does not depend on how the replayed candles move.
+    kill_threshold=0.001)
+
+
+@pytest.mark.parametrize("trade_policy", [KILL_EASY], indirect=True)
+async def test_kill_score_on_candle_closes(rig, paper):
+    paper.advance(3 * 3_600_000)  # candle history for the features (>= 20 closed 5m candles)
+    paper.set_price("DASHUSDT", "40.00")
+    handle = await rig.start(rig.intent("DASHUSDT", "BUY", "40.00"))
+    state = await rig.wait_status(handle, "OPEN")
+    assert state.features_at_entry is not None and state.features_at_entry.candles >= 20
+    for _ in range(18):  # 90 market minutes, one candle at a time
+        paper.advance(5 * 60_000)
+        await asyncio.sleep(0.3)
+        if (await rig.state(handle)).status.is_final:
+            break
+    result = await rig.result(handle)
+    assert result.exit_reason is ExitReason.KILL_SCORE, result.reason
+    final = await rig.state(handle)
+    assert final.kill is not None and final.kill.score >= 0.001 and final.kill.should_close
+    await rig.save_history(handle, "exit_kill_score")
+
+
+async def test_price_through_the_last_take_profit_closes_as_tp(rig, paper):
+    paper.set_price("XLMUSDT", "0.40000")
+    handle = await rig.start(rig.intent("XLMUSDT", "SELL", "0.40000"))
+    state = await rig.wait_status(handle, "OPEN")
+    tp3 = state.exit.levels.take_profits[-1].price
+    paper.set_price("XLMUSDT", tp3 - D("0.001"))
+    result = await rig.result(handle)
+    assert result.exit_reason is ExitReason.TP and result.realized_pnl > 0
+    assert paper.state()["positions"] == [] and paper.state()["open_algo_orders"] == []
+    await rig.save_history(handle, "exit_tp")
+
+
+async def test_position_closed_outside_the_workflow_is_external(rig, paper, exchange):
+    paper.set_price("BTCUSDT", 63000)
+    handle = await rig.start(rig.intent("BTCUSDT", "SELL", 63000))
+    state = await rig.wait_status(handle, "OPEN")
+    # Someone closes it by hand on the exchange.
+    await exchange.create_order("BTC/USDT:USDT", "market", "buy", float(state.open_qty), None,
+                                {"reduceOnly": True})
+    result = await rig.result(handle)
+    assert result.exit_reason is ExitReason.EXTERNAL
+    assert paper.state()["positions"] == [] and paper.state()["open_algo_orders"] == []
