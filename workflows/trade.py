@@ -686,7 +686,8 @@ class TradeWorkflow:
         st, intent = self.state, self.intent
         st.stage = Stage.FEEDBACK
         fills = await self._fills()
-        executions = self._executions(fills)
+        every_fill = self._executions(fills)
+        executions = [e for e in every_fill if e.client_order_id not in st.reported_orders]
         pnl = self._pnl(fills)
         st.pnl, st.exit_reason = pnl, reason
         st.closed_at_ms = max((f.time_ms for f in fills.fills), default=None) or st.last_price_ms
@@ -705,7 +706,7 @@ class TradeWorkflow:
             features_at_entry=st.features_at_entry.model_dump(mode="json") if st.features_at_entry else {},
             levels={"planned": st.planned_levels.model_dump(mode="json") if st.planned_levels else None,
                     "final": st.exit.model_dump(mode="json") if st.exit else None},
-            fills=executions, closed=closed, label=1 if closed.realized_pnl > 0 else 0)
+            fills=every_fill, closed=closed, label=1 if closed.realized_pnl > 0 else 0)
         await self._drain_background()
         results = await asyncio.gather(
             self._release_lock(cooldown=True),
@@ -744,13 +745,12 @@ class TradeWorkflow:
             return None
 
     def _executions(self, fills: FillsResult) -> list[ExecutionReport]:
-        """One execution.result entry per fill, named by the step of the order it belongs to."""
+        """One report per fill, named by the step of the order it belongs to (entry and TP orders
+        were already published when they happened, as one entry per order: see `_finish`)."""
         st = self.state
         step_of = {o.client_order_id: o.step for o in st.orders}
         out = []
         for f in fills.fills:
-            if f.client_order_id in st.reported_orders:
-                continue  # published when it happened (as one entry for the whole order)
             step = step_of.get(f.client_order_id or "", "exchange")
             if step == "exchange" and st.stop_client_id:
                 step = "sl"  # a triggered stop's market order
