@@ -83,12 +83,16 @@ GET_MARKET_FEATURES = Call("get_market_features", TRADE_MARKET, MarketFeatures |
 RECORD_POSITION = Call("record_position", TRADE_MARKET, FeedbackResult, 10 * _S, _FEEDBACK)
 RECORD_CLOSE = Call("record_close", TRADE_MARKET, FeedbackResult, 10 * _S, _FEEDBACK)
 
-SET_LEVERAGE = Call("set_leverage", TRADE_EXECUTION, SetLeverageResult, 20 * _S, _ORDER)
-PLACE_ORDER = Call("place_order", TRADE_EXECUTION, OrderResult, 20 * _S, _ORDER)
-GET_ORDER = Call("get_order", TRADE_EXECUTION, OrderResult | None, 20 * _S, _ORDER)
-CANCEL_ORDER = Call("cancel_order", TRADE_EXECUTION, CancelResult, 20 * _S, _UNTIL_DONE)
+# Order calls time out soon after ccxt's own 10 s request timeout: when a worker dies mid-call
+# the retry (which looks the client id up first) starts after this, and until then a fresh
+# position may have no stop yet (crash tests measured ~18-24 s with 20 s here).
+_ORDER_TIMEOUT = 13 * _S
+SET_LEVERAGE = Call("set_leverage", TRADE_EXECUTION, SetLeverageResult, _ORDER_TIMEOUT, _ORDER)
+PLACE_ORDER = Call("place_order", TRADE_EXECUTION, OrderResult, _ORDER_TIMEOUT, _ORDER)
+GET_ORDER = Call("get_order", TRADE_EXECUTION, OrderResult | None, _ORDER_TIMEOUT, _ORDER)
+CANCEL_ORDER = Call("cancel_order", TRADE_EXECUTION, CancelResult, _ORDER_TIMEOUT, _UNTIL_DONE)
 CLOSE_POSITION = Call("close_position", TRADE_EXECUTION, ClosePositionResult, 20 * _S, _UNTIL_DONE)
-GET_POSITION = Call("get_position", TRADE_EXECUTION, PositionResult, 20 * _S, _ORDER)
+GET_POSITION = Call("get_position", TRADE_EXECUTION, PositionResult, _ORDER_TIMEOUT, _ORDER)
 GET_FILLS = Call("get_fills", TRADE_EXECUTION, FillsResult, 30 * _S, _UNTIL_DONE)
 
 # The monitor is read-only: when the workflow interrupts it (operator update, pause) it does
