@@ -26,6 +26,7 @@ from activities.schemas.gates import (  # noqa: F401 (re-exported)
     SafeModeRequest, SafeModeState,
 )
 from activities.schemas.market import SymbolRules
+from activities.schemas.policy import TradePolicy
 from activities.risk_settings import RiskSettings
 from activities.temporal_errors import to_application_error
 from trading.intent import TradeIntent, intent_age_s, is_stale
@@ -103,9 +104,10 @@ class _Snapshot(BaseModel):
 
 class GateActivities:
     def __init__(self, redis: aioredis.Redis, settings: RiskSettings | None = None,
-                 exchange: ExchangeSource = shared_exchange) -> None:
+                 exchange: ExchangeSource = shared_exchange, policy: TradePolicy | None = None) -> None:
         self._redis = redis
         self._settings = settings or RiskSettings()
+        self._policy = policy  # handed to the workflow with the report
         self._holder = ExchangeHolder(exchange)
 
     # -- reading ---------------------------------------------------------------------------------
@@ -279,6 +281,7 @@ class GateActivities:
             rejection_reason=f"{failed[0].name}: {failed[0].detail}" if failed else None,
             lock_acquired=acquired and not failed, market_rules=snap.rules, price=snap.price,
             price_time_ms=snap.price_time_ms, equity=snap.equity, free_margin=snap.free_margin,
+            policy=self._policy,
         )
 
     @activity.defn(name="release_symbol_lock")

@@ -49,8 +49,9 @@ class PolicyActivities:
     def __init__(self, trade: TradeSettings | None = None, risk: RiskSettings | None = None,
                  policy: TradePolicy | None = None) -> None:
         # `policy` wins when given (tests and benchmarks pin exact rules).
-        self._policy = policy or (trade or TradeSettings()).policy(risk or RiskSettings())
+        self.policy = policy or (trade or TradeSettings()).policy(risk or RiskSettings())
 
     @activity.defn(name="get_trade_policy")
     async def get_trade_policy(self) -> TradePolicy:
-        return self._policy
+        """The policy alone (for the API and tools; a TradeWorkflow gets it in its GateReport)."""
+        return self.policy

@@ -79,11 +79,6 @@ BENCH_EXECUTION = "bench-execution"
 NOOP_ENTRY_AT: dict[str, float] = {}
 
 
-@activity.defn(name="bench_noop_get_trade_policy")
-async def noop_get_trade_policy() -> None:
-    return None
-
-
 @activity.defn(name="bench_noop_run_gates")
 async def noop_run_gates() -> None:
     return None
@@ -111,17 +106,15 @@ _NOOP = dict(start_to_close_timeout=timedelta(seconds=30),
 @workflow.defn(name="BenchNoopEntry")
 class NoopEntryWorkflow:
     """TradeWorkflow's shape up to its entry order (workflows/trade.py `_start` / `_enter`):
-    get_trade_policy ‖ run_gates (market queue), then get_market_features (market) ‖
-    set_leverage (execution), then place_order (execution); each activity returns at once."""
+    run_gates ‖ get_market_features (market queue), then set_leverage (execution), then
+    place_order (execution); each activity returns at once."""
 
     @workflow.run
     async def run(self) -> None:
         await asyncio.gather(
-            workflow.execute_activity("bench_noop_get_trade_policy", task_queue=BENCH_MARKET, **_NOOP),
-            workflow.execute_activity("bench_noop_run_gates", task_queue=BENCH_MARKET, **_NOOP))
-        await asyncio.gather(
-            workflow.execute_activity("bench_noop_get_market_features", task_queue=BENCH_MARKET, **_NOOP),
-            workflow.execute_activity("bench_noop_set_leverage", task_queue=BENCH_EXECUTION, **_NOOP))
+            workflow.execute_activity("bench_noop_run_gates", task_queue=BENCH_MARKET, **_NOOP),
+            workflow.execute_activity("bench_noop_get_market_features", task_queue=BENCH_MARKET, **_NOOP))
+        await workflow.execute_activity("bench_noop_set_leverage", task_queue=BENCH_EXECUTION, **_NOOP)
         await workflow.execute_activity("bench_noop_place_order", task_queue=BENCH_EXECUTION, **_NOOP)
 
 
@@ -328,7 +321,7 @@ class InProcessWorkers:
             Worker(client, task_queue=BENCH_WORKFLOWS, workflows=[NoopEntryWorkflow, WatchFleetWorkflow],
                    **worker_options(TRADE_WORKFLOWS, self.settings)),
             Worker(client, task_queue=BENCH_MARKET,
-                   activities=[noop_get_trade_policy, noop_run_gates, noop_get_market_features],
+                   activities=[noop_run_gates, noop_get_market_features],
                    **worker_options(TRADE_MARKET, self.settings)),
             Worker(client, task_queue=BENCH_EXECUTION, activities=[noop_set_leverage, noop_place_order],
                    **worker_options(TRADE_EXECUTION, self.settings)),

@@ -94,15 +94,13 @@ def activities_for(queue: str, deps: Dependencies) -> list:
         from activities.policy import PolicyActivities
         from activities.risk_settings import RiskSettings
         risk = deps.risk or RiskSettings()
-        gates = GateActivities(deps.redis_client(), risk, deps.exchange_source())
+        policy = PolicyActivities(risk=risk, policy=deps.policy)
+        gates = GateActivities(deps.redis_client(), risk, deps.exchange_source(), policy=policy.policy)
         market = MarketActivities(deps.exchange_source())
         feedback = FeedbackActivities(deps.redis_client())
-        policy = PolicyActivities(risk=risk, policy=deps.policy)
         acts = [gates.run_gates, gates.release_symbol_lock, gates.set_safe_mode, gates.clear_safe_mode,
-                market.get_market_rules, market.get_price, policy.get_trade_policy,
-                feedback.record_position, feedback.record_close]
-        if hasattr(market, "get_market_features"):
-            acts.append(market.get_market_features)
+                market.get_market_rules, market.get_price, market.get_market_features,
+                policy.get_trade_policy, feedback.record_position, feedback.record_close]
         return acts
     if queue in (ML, TRADE_WORKFLOWS):
         return []

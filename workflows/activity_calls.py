@@ -37,7 +37,6 @@ with workflow.unsafe.imports_passed_through():
         PositionResult,
         SetLeverageResult,
     )
-    from activities.schemas.policy import TradePolicy
     from trading.features import MarketFeatures
 
 
@@ -76,7 +75,6 @@ _FEEDBACK = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficie
 
 _S = timedelta(seconds=1)
 
-GET_TRADE_POLICY = Call("get_trade_policy", TRADE_MARKET, TradePolicy, 10 * _S, _QUICK)
 RUN_GATES = Call("run_gates", TRADE_MARKET, GateReport, 30 * _S, _QUICK)
 RELEASE_SYMBOL_LOCK = Call("release_symbol_lock", TRADE_MARKET, ReleaseLockResult, 10 * _S, _UNTIL_DONE)
 GET_MARKET_FEATURES = Call("get_market_features", TRADE_MARKET, MarketFeatures | None, 30 * _S, _QUICK)
@@ -95,13 +93,13 @@ CLOSE_POSITION = Call("close_position", TRADE_EXECUTION, ClosePositionResult, 20
 GET_POSITION = Call("get_position", TRADE_EXECUTION, PositionResult, _ORDER_TIMEOUT, _ORDER)
 GET_FILLS = Call("get_fills", TRADE_EXECUTION, FillsResult, 30 * _S, _UNTIL_DONE)
 
-# The monitor is read-only: when the workflow interrupts it (operator update, pause) it does
-# not wait for the cancellation to reach the worker (ABANDON); the session ends at its next
-# heartbeat.
+# The monitor is read-only: when the workflow interrupts it (operator update, pause) it sends
+# the cancellation without waiting for it (TRY_CANCEL); the worker learns of it at its next
+# heartbeat (the SDK throttles heartbeats to 0.8 x heartbeat_timeout) and the session ends.
 WATCH_POSITION = Call(
     "watch_position", TRADE_MONITOR, WatchEvent, timedelta(hours=2),
     RetryPolicy(initial_interval=_S, backoff_coefficient=2, maximum_interval=timedelta(seconds=10),
                 maximum_attempts=0),
     heartbeat_timeout=timedelta(seconds=20),
-    cancellation_type=ActivityCancellationType.ABANDON,
+    cancellation_type=ActivityCancellationType.TRY_CANCEL,
 )

@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         TradeOutcome,
     )
     from activities.schemas.gates import GateReport, GateRequest, ReleaseLockRequest
+    from activities.schemas.policy import TradePolicy
     from activities.schemas.market import SymbolRequest
     from activities.schemas.monitor import (
         CrossedLevel,
@@ -174,14 +175,16 @@ class TradeWorkflow:
         self._show()
 
         # 1. Gates: every verdict in one activity; the symbol lock is taken only if all pass.
-        try:
-            st.policy, report = await asyncio.gather(
-                self._call(calls.GET_TRADE_POLICY),
-                self._call(calls.RUN_GATES, GateRequest(workflow_id=st.workflow_id, intent=intent)),
-            )
-        except ActivityError as err:
+        # Entry features (kill score) are read alongside: one round trip instead of two.
+        report, feats = await asyncio.gather(
+            self._call(calls.RUN_GATES, GateRequest(workflow_id=st.workflow_id, intent=intent)),
+            self._call(calls.GET_MARKET_FEATURES, SymbolRequest(symbol=intent.symbol)),
+            return_exceptions=True)
+        if isinstance(report, BaseException):
             await self._release_lock(cooldown=False)  # a failed attempt may have taken it
-            return await self._reject(f"gates could not run: {_failure(err)[1]}")
+            return await self._reject(f"gates could not run: {_failure(report)[1]}")
+        st.policy = report.policy or TradePolicy()
+        st.features_at_entry = None if isinstance(feats, BaseException) else feats
         st.gates = report.verdicts
         if not report.passed:
             return await self._reject(report.rejection_reason or "rejected by the gates")
@@ -252,12 +255,10 @@ class TradeWorkflow:
 
     async def _enter(self) -> bool:
         intent, st = self.intent, self.state
-        features = self._call(calls.GET_MARKET_FEATURES, SymbolRequest(symbol=intent.symbol))
-        leverage = self._call(calls.SET_LEVERAGE, SetLeverageRequest(symbol=intent.symbol, leverage=st.leverage))
-        feats, lev = await asyncio.gather(features, leverage, return_exceptions=True)
-        st.features_at_entry = None if isinstance(feats, BaseException) else feats
-        if isinstance(lev, BaseException):
-            return await self._abort_entry(f"leverage could not be set: {_failure(lev)[1]}")
+        try:
+            await self._call(calls.SET_LEVERAGE, SetLeverageRequest(symbol=intent.symbol, leverage=st.leverage))
+        except ActivityError as err:
+            return await self._abort_entry(f"leverage could not be set: {_failure(err)[1]}")
 
         try:
             order = await self._place("entry", PlaceOrderRequest(
@@ -304,17 +305,21 @@ class TradeWorkflow:
 
     async def _protect(self) -> None:
         st = self.state
-        try:
-            await self._place_stop(st.exit.stop)
-        except _StopRefused as err:
-            reason = ExitReason.SL if err.crossed else ExitReason.PROTECTION_FAILED
-            await self._close(reason, f"protective stop not placed ({err}): closed at market")
+        # The liquidation price (adjust_levels refuses a stop beyond it) is read alongside.
+        stop, position = await asyncio.gather(
+            self._place_stop(st.exit.stop),
+            self._call(calls.GET_POSITION, PositionRequest(symbol=self.intent.symbol)),
+            return_exceptions=True)
+        if isinstance(stop, _StopRefused):
+            reason = ExitReason.SL if stop.crossed else ExitReason.PROTECTION_FAILED
+            await self._close(reason, f"protective stop not placed ({stop}): closed at market")
             return
-        try:  # the liquidation price lets adjust_levels refuse a stop beyond it
-            position = await self._call(calls.GET_POSITION, PositionRequest(symbol=self.intent.symbol))
+        if isinstance(stop, BaseException):
+            raise stop
+        if isinstance(position, BaseException):
+            st.note(f"liquidation price unknown: {_failure(position)[1]}")
+        else:
             st.liquidation_price = position.liquidation_price
-        except ActivityError as err:
-            st.note(f"liquidation price unknown: {_failure(err)[1]}")
         await self._set_status(TradeStatus.OPEN)
         self._record_position()
 
@@ -335,11 +340,14 @@ class TradeWorkflow:
         previous, st.stop_seq, st.stop_client_id = st.stop_client_id, st.stop_seq + 1, self._cid(step)
         st.exit = st.exit.model_copy(update={"stop": price, "stop_kind": kind or st.exit.stop_kind})
         if previous is not None:
+            # The position hash is updated while the old stop is cancelled (one round trip).
+            self._record_position()
             try:
                 await self._call(calls.CANCEL_ORDER, OrderRef(symbol=self.intent.symbol,
                                                               client_order_id=previous, conditional=True))
             except ActivityError:
                 st.stale_stop_ids.append(previous)  # cancelled again at the close
+            await self._drain_background()
 
     async def _move_stop(self, new_stop: Decimal, kind: StopKind) -> bool:
         """Replace the resting stop; a stop the market already crossed closes at market."""
@@ -440,13 +448,12 @@ class TradeWorkflow:
             st.exit = decision.state.model_copy(update={"stop": before.stop, "stop_kind": before.stop_kind})
             if not await self._harvest(decision):
                 return
-            if decision.new_stop is not None:
-                await self._move_stop(decision.new_stop, decision.state.stop_kind)
-            self._record_position()
+            if decision.new_stop is None or not await self._move_stop(decision.new_stop,
+                                                                      decision.state.stop_kind):
+                self._record_position()  # (a stop move records the position itself)
         elif action is ExitAction.MOVE_STOP:
             st.exit = decision.state.model_copy(update={"stop": before.stop, "stop_kind": before.stop_kind})
-            if await self._move_stop(decision.new_stop, decision.state.stop_kind):
-                self._record_position()
+            await self._move_stop(decision.new_stop, decision.state.stop_kind)
         else:
             st.exit = decision.state
             # The monitor and decide_exit share their rules; should they ever disagree at a
@@ -456,8 +463,7 @@ class TradeWorkflow:
             elif (event.kind is WatchKind.TRAIL_ADVANCED and event.trailing_stop is not None
                   and tighter_stop(self.intent.side, event.trailing_stop, before.stop) != before.stop):
                 st.exit = st.exit.model_copy(update={"extreme": event.trailing_extreme})
-                if await self._move_stop(event.trailing_stop, StopKind.TRAILING):
-                    self._record_position()
+                await self._move_stop(event.trailing_stop, StopKind.TRAILING)
 
     async def _harvest(self, decision: ExitDecision) -> bool:
         """Partial close at a TP stage; False when the trade ended meanwhile."""
@@ -611,7 +617,8 @@ class TradeWorkflow:
             st.exit = st.exit.model_copy(update={"levels": levels})
         st.note(f"levels adjusted ({note}): stop {st.exit.stop}, "
                 f"TPs {[str(tp.price) for tp in st.exit.levels.take_profits[st.exit.tps_done:]]}")
-        self._record_position()
+        if request.take_profits:  # (a stop move records the position itself)
+            self._record_position()
         self._show()
         self._adjust_outcome = AdjustLevelsResult(
             stop_loss=st.exit.stop,
@@ -659,8 +666,8 @@ class TradeWorkflow:
             await self._set_status(TradeStatus.FAILED)
             return
         st.open_qty = Decimal(0)
-        await self._cancel_stops()
-        await self._finish(reason, final)
+        _, fills = await asyncio.gather(self._cancel_stops(), self._fills())
+        await self._finish(reason, final, fills)
 
     async def _close_round(self) -> bool:
         """One reduce-only market close (`close`, then `close-2`... after a partial fill)."""
@@ -682,10 +689,9 @@ class TradeWorkflow:
             symbol=self.intent.symbol, client_order_id=i, conditional=True)) for i in ids))
         st.stale_stop_ids = []
 
-    async def _finish(self, reason: ExitReason, final: TradeStatus) -> None:
+    async def _finish(self, reason: ExitReason, final: TradeStatus, fills: FillsResult) -> None:
         st, intent = self.state, self.intent
         st.stage = Stage.FEEDBACK
-        fills = await self._fills()
         every_fill = self._executions(fills)
         executions = [e for e in every_fill if e.client_order_id not in st.reported_orders]
         pnl = self._pnl(fills)

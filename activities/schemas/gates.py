@@ -7,6 +7,7 @@ from decimal import Decimal
 from pydantic import BaseModel
 
 from activities.schemas.market import SymbolRules
+from activities.schemas.policy import TradePolicy
 from trading.intent import TradeIntent
 
 
@@ -32,6 +33,9 @@ class GateReport(BaseModel):
     price_time_ms: int | None = None
     equity: Decimal | None = None
     free_margin: Decimal | None = None
+    # The rules this trade will live by, read with the gates' own config (one activity, not two:
+    # every activity costs the trade's history ~6 events).
+    policy: TradePolicy | None = None
 
     def verdict(self, name: str) -> GateVerdict:
         return next(v for v in self.verdicts if v.name == name)

@@ -1,7 +1,7 @@
 """The rules a TradeWorkflow trades by, read once at its start and carried in its state.
 
 Workflows may not read the environment (replay must not depend on where it runs), so the
-policy comes from an activity (`get_trade_policy`), is recorded in history, and travels through
+policy comes with the gate report (`run_gates`), is recorded in history, and travels through
 continue-as-new unchanged: a trade keeps the rules it opened with even if the config changes.
 """
 
