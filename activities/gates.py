@@ -10,6 +10,7 @@ workflow id: a retried activity finds its own lock and passes, nobody else can t
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,6 +28,7 @@ from activities.schemas.gates import (  # noqa: F401 (re-exported)
 )
 from activities.schemas.market import SymbolRules
 from activities.schemas.policy import TradePolicy
+from trading.features import MarketFeatures
 from activities.risk_settings import RiskSettings
 from activities.temporal_errors import to_application_error
 from trading.intent import TradeIntent, intent_age_s, is_stale
@@ -59,6 +61,9 @@ if (released == 1 or not owner) and tonumber(ARGV[2]) > 0 then
 end
 return {released, owner or ''}
 """
+
+
+FeatureSource = Callable[[str], Awaitable[MarketFeatures | None]]
 
 
 def lock_key(symbol: str) -> str:
@@ -104,8 +109,10 @@ class _Snapshot(BaseModel):
 
 class GateActivities:
     def __init__(self, redis: aioredis.Redis, settings: RiskSettings | None = None,
-                 exchange: ExchangeSource = shared_exchange, policy: TradePolicy | None = None) -> None:
+                 exchange: ExchangeSource = shared_exchange, policy: TradePolicy | None = None,
+                 features: FeatureSource | None = None) -> None:
         self._redis = redis
+        self._features = features  # e.g. MarketActivities.features
         self._settings = settings or RiskSettings()
         self._policy = policy  # handed to the workflow with the report
         self._holder = ExchangeHolder(exchange)
@@ -276,13 +283,25 @@ class GateActivities:
                                                   take=others_ok)
         verdicts.append(lock)
         failed = [v for v in verdicts if not v.passed]
+        features = await self._features_of(symbol) if not failed else None
         return GateReport(
             passed=not failed, verdicts=verdicts,
             rejection_reason=f"{failed[0].name}: {failed[0].detail}" if failed else None,
             lock_acquired=acquired and not failed, market_rules=snap.rules, price=snap.price,
             price_time_ms=snap.price_time_ms, equity=snap.equity, free_margin=snap.free_margin,
-            policy=self._policy,
+            policy=self._policy, features=features,
         )
+
+    async def _features_of(self, symbol: str) -> MarketFeatures | None:
+        """Features are an input of the kill score, not a gate: a failure here costs the trade
+        its kill score (logged), never its entry."""
+        if self._features is None:
+            return None
+        try:
+            return await self._features(symbol)
+        except Exception as exc:  # noqa: BLE001
+            activity.logger.warning("features for %s unavailable: %s", symbol, exc)
+            return None
 
     @activity.defn(name="release_symbol_lock")
     async def release_symbol_lock(self, request: ReleaseLockRequest) -> ReleaseLockResult:

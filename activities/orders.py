@@ -111,17 +111,22 @@ class OrderActivities:
             raise to_application_error(exc) from exc
         return _order_result(order, symbol_id, conditional=conditional, existed=True)
 
-    @activity.defn(name="set_leverage")
-    async def set_leverage(self, request: SetLeverageRequest) -> SetLeverageResult:
-        exchange, unified, symbol_id = await self._client(request.symbol)
-        mode = "isolated" if request.isolated else "cross"
+    @staticmethod
+    async def _set_leverage(exchange: Any, unified: str, leverage: int, isolated: bool) -> str:
+        mode = "isolated" if isolated else "cross"
         for call in (lambda: exchange.set_margin_mode(mode, unified),
-                     lambda: exchange.set_leverage(request.leverage, unified)):
+                     lambda: exchange.set_leverage(leverage, unified)):
             try:
                 await call()
             except Exception as exc:  # noqa: BLE001
                 if classify_exchange_error(exc).kind is not FailureKind.ALREADY_SET:
                     raise to_application_error(exc) from exc
+        return mode
+
+    @activity.defn(name="set_leverage")
+    async def set_leverage(self, request: SetLeverageRequest) -> SetLeverageResult:
+        exchange, unified, symbol_id = await self._client(request.symbol)
+        mode = await self._set_leverage(exchange, unified, request.leverage, request.isolated)
         return SetLeverageResult(symbol=symbol_id, leverage=request.leverage, margin_mode=mode)
 
     @activity.defn(name="place_order")
@@ -133,6 +138,8 @@ class OrderActivities:
         existing = await self._lookup(exchange, unified, symbol_id, cid, conditional)
         if existing is not None:
             return existing
+        if request.leverage is not None:
+            await self._set_leverage(exchange, unified, request.leverage, isolated=True)
         order_type, params = self._ccxt_order(exchange, unified, request)
         try:
             order = await exchange.create_order(

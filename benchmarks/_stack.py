@@ -84,16 +84,6 @@ async def noop_run_gates() -> None:
     return None
 
 
-@activity.defn(name="bench_noop_get_market_features")
-async def noop_get_market_features() -> None:
-    return None
-
-
-@activity.defn(name="bench_noop_set_leverage")
-async def noop_set_leverage() -> None:
-    return None
-
-
 @activity.defn(name="bench_noop_place_order")
 async def noop_place_order() -> None:
     NOOP_ENTRY_AT[activity.info().workflow_id] = time.time()
@@ -106,15 +96,12 @@ _NOOP = dict(start_to_close_timeout=timedelta(seconds=30),
 @workflow.defn(name="BenchNoopEntry")
 class NoopEntryWorkflow:
     """TradeWorkflow's shape up to its entry order (workflows/trade.py `_start` / `_enter`):
-    run_gates ‖ get_market_features (market queue), then set_leverage (execution), then
-    place_order (execution); each activity returns at once."""
+    run_gates (market queue; it also returns the policy and the entry features), then
+    place_order (execution; it also sets the leverage); each activity returns at once."""
 
     @workflow.run
     async def run(self) -> None:
-        await asyncio.gather(
-            workflow.execute_activity("bench_noop_run_gates", task_queue=BENCH_MARKET, **_NOOP),
-            workflow.execute_activity("bench_noop_get_market_features", task_queue=BENCH_MARKET, **_NOOP))
-        await workflow.execute_activity("bench_noop_set_leverage", task_queue=BENCH_EXECUTION, **_NOOP)
+        await workflow.execute_activity("bench_noop_run_gates", task_queue=BENCH_MARKET, **_NOOP)
         await workflow.execute_activity("bench_noop_place_order", task_queue=BENCH_EXECUTION, **_NOOP)
 
 
@@ -321,9 +308,9 @@ class InProcessWorkers:
             Worker(client, task_queue=BENCH_WORKFLOWS, workflows=[NoopEntryWorkflow, WatchFleetWorkflow],
                    **worker_options(TRADE_WORKFLOWS, self.settings)),
             Worker(client, task_queue=BENCH_MARKET,
-                   activities=[noop_run_gates, noop_get_market_features],
+                   activities=[noop_run_gates],
                    **worker_options(TRADE_MARKET, self.settings)),
-            Worker(client, task_queue=BENCH_EXECUTION, activities=[noop_set_leverage, noop_place_order],
+            Worker(client, task_queue=BENCH_EXECUTION, activities=[noop_place_order],
                    **worker_options(TRADE_EXECUTION, self.settings)),
         ]
         self.tasks = [asyncio.create_task(w.run()) for w in self.workers]

@@ -7,8 +7,8 @@ holding time; everything else the production default, the PriceHub poll interval
 and prints:
 
 1. intent → entry-order latency, p50/p99, for TradeWorkflow and for `BenchNoopEntry`, a workflow
-   with the same activity shape before the entry (run_gates ‖ get_market_features, then
-   set_leverage, then place_order) whose activities return at once.
+   with the same activity shape before the entry (run_gates, then place_order) whose
+   activities return at once.
    Clock: from the `start_trade(...)` call (no-op: `start_workflow`) to the paper exchange's
    wall clock (`wall_ms` in its audit log) for the `…-entry` order (no-op: the moment its
    place_order ran). Trades run one at a time over the 7 paper symbols, each closed (`close`

@@ -95,8 +95,9 @@ def activities_for(queue: str, deps: Dependencies) -> list:
         from activities.risk_settings import RiskSettings
         risk = deps.risk or RiskSettings()
         policy = PolicyActivities(risk=risk, policy=deps.policy)
-        gates = GateActivities(deps.redis_client(), risk, deps.exchange_source(), policy=policy.policy)
         market = MarketActivities(deps.exchange_source())
+        gates = GateActivities(deps.redis_client(), risk, deps.exchange_source(), policy=policy.policy,
+                               features=market.features)
         feedback = FeedbackActivities(deps.redis_client())
         acts = [gates.run_gates, gates.release_symbol_lock, gates.set_safe_mode, gates.clear_safe_mode,
                 market.get_market_rules, market.get_price, market.get_market_features,

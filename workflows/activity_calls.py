@@ -35,9 +35,7 @@ with workflow.unsafe.imports_passed_through():
         FillsResult,
         OrderResult,
         PositionResult,
-        SetLeverageResult,
     )
-    from trading.features import MarketFeatures
 
 
 @dataclass(frozen=True)
@@ -77,7 +75,6 @@ _S = timedelta(seconds=1)
 
 RUN_GATES = Call("run_gates", TRADE_MARKET, GateReport, 30 * _S, _QUICK)
 RELEASE_SYMBOL_LOCK = Call("release_symbol_lock", TRADE_MARKET, ReleaseLockResult, 10 * _S, _UNTIL_DONE)
-GET_MARKET_FEATURES = Call("get_market_features", TRADE_MARKET, MarketFeatures | None, 30 * _S, _QUICK)
 RECORD_POSITION = Call("record_position", TRADE_MARKET, FeedbackResult, 10 * _S, _FEEDBACK)
 RECORD_CLOSE = Call("record_close", TRADE_MARKET, FeedbackResult, 10 * _S, _FEEDBACK)
 
@@ -85,7 +82,6 @@ RECORD_CLOSE = Call("record_close", TRADE_MARKET, FeedbackResult, 10 * _S, _FEED
 # the retry (which looks the client id up first) starts after this, and until then a fresh
 # position may have no stop yet (crash tests measured ~18-24 s with 20 s here).
 _ORDER_TIMEOUT = 13 * _S
-SET_LEVERAGE = Call("set_leverage", TRADE_EXECUTION, SetLeverageResult, _ORDER_TIMEOUT, _ORDER)
 PLACE_ORDER = Call("place_order", TRADE_EXECUTION, OrderResult, _ORDER_TIMEOUT, _ORDER)
 GET_ORDER = Call("get_order", TRADE_EXECUTION, OrderResult | None, _ORDER_TIMEOUT, _ORDER)
 CANCEL_ORDER = Call("cancel_order", TRADE_EXECUTION, CancelResult, _ORDER_TIMEOUT, _UNTIL_DONE)

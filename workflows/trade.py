@@ -41,7 +41,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.schemas.gates import GateReport, GateRequest, ReleaseLockRequest
     from activities.schemas.policy import TradePolicy
-    from activities.schemas.market import SymbolRequest
     from activities.schemas.monitor import (
         CrossedLevel,
         KillWatch,
@@ -60,7 +59,6 @@ with workflow.unsafe.imports_passed_through():
         OrderType,
         PlaceOrderRequest,
         PositionRequest,
-        SetLeverageRequest,
     )
     from trading.client_ids import client_order_id
     from trading.exits import (
@@ -175,16 +173,15 @@ class TradeWorkflow:
         self._show()
 
         # 1. Gates: every verdict in one activity; the symbol lock is taken only if all pass.
-        # Entry features (kill score) are read alongside: one round trip instead of two.
-        report, feats = await asyncio.gather(
-            self._call(calls.RUN_GATES, GateRequest(workflow_id=st.workflow_id, intent=intent)),
-            self._call(calls.GET_MARKET_FEATURES, SymbolRequest(symbol=intent.symbol)),
-            return_exceptions=True)
-        if isinstance(report, BaseException):
+        # The report also carries the trade's policy and the entry features (kill score): every
+        # extra activity would cost the history ~6 events.
+        try:
+            report = await self._call(calls.RUN_GATES, GateRequest(workflow_id=st.workflow_id, intent=intent))
+        except ActivityError as err:
             await self._release_lock(cooldown=False)  # a failed attempt may have taken it
-            return await self._reject(f"gates could not run: {_failure(report)[1]}")
+            return await self._reject(f"gates could not run: {_failure(err)[1]}")
         st.policy = report.policy or TradePolicy()
-        st.features_at_entry = None if isinstance(feats, BaseException) else feats
+        st.features_at_entry = report.features
         st.gates = report.verdicts
         if not report.passed:
             return await self._reject(report.rejection_reason or "rejected by the gates")
@@ -255,14 +252,9 @@ class TradeWorkflow:
 
     async def _enter(self) -> bool:
         intent, st = self.intent, self.state
-        try:
-            await self._call(calls.SET_LEVERAGE, SetLeverageRequest(symbol=intent.symbol, leverage=st.leverage))
-        except ActivityError as err:
-            return await self._abort_entry(f"leverage could not be set: {_failure(err)[1]}")
-
-        try:
+        try:  # leverage (isolated) is set by the same activity, just before the order
             order = await self._place("entry", PlaceOrderRequest(
-                symbol=intent.symbol, side=intent.side, type=OrderType.MARKET,
+                symbol=intent.symbol, side=intent.side, type=OrderType.MARKET, leverage=st.leverage,
                 quantity=st.sizing.quantity, client_order_id=self._cid("entry")))
             for _ in range(st.policy.entry_fill_checks):
                 if order.filled > 0 and order.average_price is not None:

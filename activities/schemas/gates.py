@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from activities.schemas.market import SymbolRules
 from activities.schemas.policy import TradePolicy
+from trading.features import MarketFeatures
 from trading.intent import TradeIntent
 
 
@@ -36,6 +37,9 @@ class GateReport(BaseModel):
     # The rules this trade will live by, read with the gates' own config (one activity, not two:
     # every activity costs the trade's history ~6 events).
     policy: TradePolicy | None = None
+    # Market features at the decision (the kill score's "at entry"), read only when every gate
+    # passed; None when the exchange has too little candle history.
+    features: MarketFeatures | None = None
 
     def verdict(self, name: str) -> GateVerdict:
         return next(v for v in self.verdicts if v.name == name)

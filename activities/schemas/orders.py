@@ -54,6 +54,9 @@ class PlaceOrderRequest(BaseModel):
     activation_price: Decimal | None = None  # TRAILING_STOP_MARKET, optional
     reduce_only: bool = False
     time_in_force: str | None = None  # LIMIT: GTC (default) / IOC / FOK / GTX
+    # Set the symbol's leverage (isolated margin) first, once, when the order is not placed
+    # yet: the entry's "set leverage, market order" as one step.
+    leverage: int | None = None
 
 
 class OrderRef(BaseModel):
