@@ -75,17 +75,26 @@ def status() -> None:
 
 @app.command()
 def demo(
-    speed: float = typer.Option(300.0, min=1.0, help="market replay speed while the demo runs"),
-    symbols: str = typer.Option("BTCUSDT,ETHUSDT,NEARUSDT,XRPUSDT", help="comma-separated"),
-    timeout: float = typer.Option(120.0, min=5.0, help="wall seconds to wait for exits"),
+    speed: float = typer.Option(300.0, min=1.0, help="market replay speed while the demo runs (300: one 5-minute candle per second)"),
+    symbols: str = typer.Option(
+        "BTCUSDT,ETHUSDT,NEARUSDT,XRPUSDT,FHEUSDT,XLMUSDT,DASHUSDT", help="comma-separated; one open trade per symbol at a time"),
+    timeout: float = typer.Option(240.0, min=5.0, help="wall seconds during which new trades are opened, until every exit reason appeared"),
+    max_hold: float = typer.Option(45.0, "--max-hold", min=5.0, help="the policy's time limit, in market minutes (TIME_LIMIT exits)"),
+    kill_threshold: float = typer.Option(0.66, min=0.01, help="kill score that closes a trade (production: 0.7; 0.66 = a regime flip alone)"),
+    warmup: int = typer.Option(25, min=20, help="closed 5-minute candles to wait for before trading (the kill score needs 20)"),
 ) -> None:
-    """The main job: start the stack, trade on the replayed market, print a summary."""
-    from qt.demo import run_demo
+    """The main job: stack, replayed market, one TradeWorkflow per intent, every exit reason, a
+    summary whose PnL is checked against the paper account. Exit code 0 only if every exit reason
+    appeared and the PnL matches to the cent."""
+    from qt.demo import DemoOptions, run_demo
     from qt.launcher import LauncherError
 
+    opts = DemoOptions(speed=speed, symbols=[s.strip() for s in symbols.split(",") if s.strip()],
+                       timeout_s=timeout, max_hold_min=max_hold, kill_threshold=kill_threshold,
+                       warmup_candles=warmup)
     try:
-        code = asyncio.run(run_demo(speed=speed, symbols=[s.strip() for s in symbols.split(",") if s.strip()], timeout_s=timeout))
-    except LauncherError as exc:
+        code = asyncio.run(run_demo(opts))
+    except (LauncherError, ValueError) as exc:
         _fail(str(exc))
     raise typer.Exit(code=code)
 

@@ -1,209 +1,514 @@
-"""`qt demo`: the main job, end to end on the local stack.
+"""`qt demo`: the main job, end to end on the local stack, through TradeWorkflows.
 
-Until the TradeWorkflow lands, the demo drives the exchange directly, the way the workflow will:
-for each symbol it reads the replayed market, opens a position with a deterministic client id,
-rests a reduce-only stop and take-profit on the exchange, lets the replay run until one of them
-fires (cancelling the other), closes what is left at the time limit, and prints a summary whose
-PnL comes from the exchange's own fills.
+1. The stack comes up (`qt up`'s launcher: Temporal dev server, redis-server, paper exchange;
+   what already runs is reused) and the paper replay is sped up (300x by default: one
+   5-minute candle per wall second) through the `/_paper/clock` control.
+2. Workers for every task queue run in this process (`build_workers`, as `qt worker --queue
+   all` does) with a demo `TradePolicy` (`demo_policy`: tight take-profits, a trailing stop
+   after TP1, a 45-minute time limit, the kill score on, no cooldown). The gates allow an
+   intent 10 wall seconds of market time (at 300x, 120 market seconds pass in 0.4 s).
+3. Warm-up: the paper exchange has no candles before its replay start and the kill score needs
+   20 closed candles, so the demo waits for 25 (seconds at 300x).
+4. Intents for several symbols, built like the old producers' (SPEC field names; side from a
+   trend rule on the last hour of klines), each started with `start_trade`: one TradeWorkflow
+   per intent. When a symbol's trade ends another one opens there, until every exit reason
+   has appeared or `--timeout` runs out. SL, TP, TRAILING, KILL_SCORE and TIME_LIMIT come from
+   the replayed market and the policy (no price is pinned); MANUAL is the demo sending the
+   `close` update to one trade, KILLED the demo cancelling one trade's workflow.
+5. Summary: one row per trade from its `TradeResult`, the paper account's `walletBalance`
+   change from just before the first trade to after the last one closed, and whether the two
+   agree to the cent. Exit code 0 only when every exit reason appeared and the PnL matches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
 
+import ccxt.async_support as ccxt
 import httpx
+import redis.asyncio as aioredis
 from rich.console import Console
-from rich.table import Table
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from temporalio.client import (
+    Client,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.service import RPCError
 
 from activities.exchange import create_exchange, paper_base_url
+from activities.price_hub import PriceHub
+from activities.risk_settings import RiskSettings
+from activities.schemas.policy import MonitorPolicy, TradePolicy
 from paper_exchange.config import PaperSettings
+from qt.demo_market import PaperControls, build_intent, closed_candle_count, market_time
+from qt.demo_view import (
+    REQUIRED_REASONS,
+    DemoSummary,
+    DemoTrade,
+    live_view,
+    print_summary,
+    reasons_seen,
+)
 from qt.launcher import Stack
 from qt.settings import ExchangeSettings, StackSettings
-from trading.client_ids import client_order_id
+from qt.temporal_setup import connect, ensure_search_attributes
+from trading.exits import ExitPolicy
+from trading.levels import LevelPolicy
+from trading.models import ExitReason, TradeStatus
+from workers.main import build_workers
+from workers.queues import QUEUES
+from workers.registry import Dependencies, WorkerSettings
+from workflows.starter import start_trade
+from workflows.trade_state import CloseRequest, TradeResult, TradeState
 
-console = Console()
-
-LEVERAGE = 5
-NOTIONAL_USDT = 250.0
-STOP_PCT = 0.006  # 0.6 %: tight, so the demo sees exits within a few replayed hours
-TAKE_PCT = 0.006
+D = Decimal
+DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "NEARUSDT", "XRPUSDT", "FHEUSDT", "XLMUSDT", "DASHUSDT")
+TICK_S = 0.25  # how often the live view is redrawn
+STATE_POLL_S = 0.3  # how often each trade's `state` query is read
+OPERATOR_AFTER_S = 1.0  # wall seconds a trade is OPEN before the demo closes / kills it
+MAX_OPEN_FAILURES = 5  # consecutive errors while starting a trade before a symbol gives up
+RETRY_REJECTED_S = 2.0  # wall seconds before a symbol whose intent was rejected gets another
+CLEANUP_WAIT_S = 60.0
+WARMUP_SPEED = 1200.0  # the replay's speed while the demo waits for candle history
 
 
 @dataclass
-class DemoTrade:
-    symbol: str
-    side: str  # buy | sell
-    trade_id: str
-    amount: float = 0.0
-    entry: float = 0.0
-    stop: float = 0.0
-    take: float = 0.0
-    exit_price: float | None = None
-    reason: str = "OPEN"
-    realized_pnl: float = 0.0
-    fees: float = 0.0
-
-    def cid(self, step: str) -> str:
-        return client_order_id(self.trade_id, step)
+class DemoOptions:
+    speed: float = 300.0
+    symbols: list[str] = field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    timeout_s: float = 240.0  # wall seconds during which new trades are opened
+    max_hold_min: float = 45.0  # market minutes: the policy's time limit
+    kill_threshold: float = 0.66  # production default 0.7 (see `demo_policy`)
+    warmup_candles: int = 25
+    position_size_usd: Decimal = D("100")  # margin per trade (intent field)
+    leverage: int = 5
 
 
-def _trend_side(candles: list[list[float]]) -> str:
-    """Follow the last hour's direction; a placeholder for the signal engine."""
-    closes = [c[4] for c in candles]
-    return "buy" if closes[-1] >= closes[0] else "sell"
+def demo_policy(opts: DemoOptions) -> TradePolicy:
+    """The rules the demo's workers hand out: chosen so that every exit reason shows within a
+    few minutes of a 300x replay, not to make money.
 
-
-async def _open_trade(exchange, trade: DemoTrade) -> None:
-    market = exchange.market(trade.symbol)
-    await exchange.set_leverage(LEVERAGE, trade.symbol)
-    ticker = await exchange.fetch_ticker(trade.symbol)
-    price = float(ticker["last"])
-    min_cost = float((market["limits"]["cost"] or {}).get("min") or 0)
-    notional = max(NOTIONAL_USDT, min_cost * 1.5)
-    trade.amount = float(exchange.amount_to_precision(trade.symbol, notional / price))
-    order = await exchange.create_order(
-        trade.symbol, "market", trade.side, trade.amount, None, {"clientOrderId": trade.cid("entry")}
-    )
-    trade.entry = float(order.get("average") or order.get("price") or price)
-    sign = 1 if trade.side == "buy" else -1
-    trade.stop = float(exchange.price_to_precision(trade.symbol, trade.entry * (1 - sign * STOP_PCT)))
-    trade.take = float(exchange.price_to_precision(trade.symbol, trade.entry * (1 + sign * TAKE_PCT)))
-    exit_side = "sell" if trade.side == "buy" else "buy"
-    # Protection rests on the exchange, so the position is safe even if this process dies.
-    await exchange.create_order(
-        trade.symbol, "STOP_MARKET", exit_side, trade.amount, None,
-        {"triggerPrice": trade.stop, "reduceOnly": True, "clientOrderId": trade.cid("sl-1")},
-    )
-    await exchange.create_order(
-        trade.symbol, "TAKE_PROFIT_MARKET", exit_side, trade.amount, None,
-        {"triggerPrice": trade.take, "reduceOnly": True, "clientOrderId": trade.cid("tp1")},
+    - stop at 1.5 ATR (production: 1 ATR; the replayed 5-minute candles swing about one ATR,
+      so a 1-ATR stop is mostly noise);
+    - two take-profits, TP1 at 1R harvesting half and moving the stop to break-even, TP2 at
+      1.3R closing the rest (TP); after TP1 a 0.5 % trailing stop (TRAILING);
+    - time limit `max_hold_min` market minutes (TIME_LIMIT);
+    - kill score on, threshold 0.66 (production 0.7): a regime flip alone (weight 0.66) closes
+      the trade, where production also wants a weakening trend or a volatility spike (KILL_SCORE);
+    - no cooldown, so a symbol trades again as soon as its trade ended.
+    """
+    return TradePolicy(
+        levels=LevelPolicy(atr_sl_multiple=D("1.5"), tp_r_multiples=(D("1"), D("1.3")),
+                           harvest_fractions=(D("0.5"), D("0.5")), trailing_callback_pct=D("0.005")),
+        exits=ExitPolicy(max_hold_s=opts.max_hold_min * 60),
+        kill_threshold=opts.kill_threshold,
+        cooldown_s=0,
+        monitor=MonitorPolicy(session_cap_s=600, heartbeat_interval_s=1, heartbeat_timeout_s=10,
+                              kill_score=True),
     )
 
 
-async def _position_size(exchange, symbol: str) -> float:
-    positions = await exchange.fetch_positions([symbol])
-    return sum(abs(float(p.get("contracts") or 0)) for p in positions if p["symbol"] == symbol)
+def demo_risk(speed: float) -> RiskSettings:
+    """Gate rules: the defaults (and `QT_RISK_*`), but no cooldown, and an intent may be 10
+    wall seconds old in market time (120 market seconds are 0.4 wall seconds at 300x)."""
+    return RiskSettings(cooldown_s=0, max_intent_age_s=max(120.0, 10.0 * speed))
 
 
-async def _settle_exit(exchange, trade: DemoTrade) -> None:
-    """The position is flat: find which protective order fired and cancel the other."""
-    for step, reason in (("sl-1", "SL"), ("tp1", "TP")):
-        order = await exchange.fetch_order(None, trade.symbol, {"clientOrderId": trade.cid(step), "trigger": True})
-        if order["status"] in ("closed", "filled") or (order.get("info", {}).get("algoStatus") in ("TRIGGERED", "FINISHED")):
-            trade.reason = reason
-        elif order["status"] == "open":
-            await exchange.cancel_order(order["id"], trade.symbol, {"trigger": True})
+# --- in-process workers ------------------------------------------------------------------------
 
 
-async def _close_at_market(exchange, trade: DemoTrade) -> None:
-    for step in ("sl-1", "tp1"):
-        order = await exchange.fetch_order(None, trade.symbol, {"clientOrderId": trade.cid(step), "trigger": True})
-        if order["status"] == "open":
-            await exchange.cancel_order(order["id"], trade.symbol, {"trigger": True})
-    remaining = await _position_size(exchange, trade.symbol)
-    if remaining > 0:
-        exit_side = "sell" if trade.side == "buy" else "buy"
-        await exchange.create_order(
-            trade.symbol, "market", exit_side, remaining, None,
-            {"reduceOnly": True, "clientOrderId": trade.cid("close")},
-        )
-    trade.reason = "TIME_LIMIT"
+@contextlib.asynccontextmanager
+async def running_workers(client: Client, exchange, redis, policy: TradePolicy, risk: RiskSettings,
+                          log_path: Path) -> AsyncIterator[None]:
+    """Every task queue's worker in this process (as `qt worker --queue all`), logging to a file
+    so the terminal stays readable; all shut down when the block ends."""
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    saved_level, saved_handlers = root.level, list(root.handlers)
+    for h in saved_handlers:  # a terminal handler would write through the live view
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    hub = PriceHub(exchange, poll_interval_s=0.1, position_interval_s=0.5, max_backoff_s=1.0)
+    deps = Dependencies(exchange=exchange, redis=redis, policy=policy, risk=risk, hub=hub,
+                        settings=WorkerSettings(execution_rate_per_s=0))
+    workers = build_workers(client, list(QUEUES), deps)
+    tasks = [asyncio.create_task(w.run(), name=f"worker:{w.task_queue}") for w in workers]
+    try:
+        yield
+    finally:
+        await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await hub.close()
+        root.removeHandler(handler)
+        handler.close()
+        for h in saved_handlers:
+            root.addHandler(h)
+        root.setLevel(saved_level)
 
 
-async def _account_fills(exchange, trade: DemoTrade, since_ms: int) -> None:
-    fills = await exchange.fetch_my_trades(trade.symbol, since=since_ms)
-    trade.realized_pnl = sum(float(f["info"].get("realizedPnl", 0)) for f in fills)
-    trade.fees = sum(float((f.get("fee") or {}).get("cost") or 0) for f in fills)
-    exits = [f for f in fills if f["side"] != trade.side]
-    if exits:
-        qty = sum(float(f["amount"]) for f in exits)
-        trade.exit_price = sum(float(f["price"]) * float(f["amount"]) for f in exits) / qty
+# --- the run -------------------------------------------------------------------------------------
 
 
-async def _set_speed(base_url: str, speed: float) -> float:
-    async with httpx.AsyncClient(timeout=5) as client:
-        before = (await client.get(f"{base_url}/_paper/clock")).json()
-        await client.post(f"{base_url}/_paper/clock", json={"speed": speed})
-        return float(before.get("speed", 1.0))
+class DemoRun:
+    """Opens trades on free symbols until every exit reason appeared (or time is up)."""
+
+    def __init__(self, opts: DemoOptions, client: Client, exchange, controls: PaperControls,
+                 console: Console, symbols: list[str]) -> None:
+        self.opts, self.client, self.exchange, self.controls = opts, client, exchange, controls
+        self.console, self.symbols = console, symbols
+        self.run_id = uuid.uuid4().hex[:6]
+        self.trades: list[DemoTrade] = []
+        self.market_ms: int | None = None
+        self.prices: dict[str, Decimal] = {}  # symbol -> last price on the exchange
+        self.problems: list[str] = []
+        self._operator: asyncio.Task | None = None  # the close update or cancel in flight
+        self._started = 0.0
+        self._count = 0
+        self._stop_opening = False
+        self.first_seen: dict[str, float] = {}  # exit reason -> wall seconds into the run
+        self._actions_done: set[str] = set()  # operator actions that ended a trade as intended
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def missing(self) -> list[str]:
+        seen = reasons_seen(self.trades)
+        return [r.value for r in REQUIRED_REASONS if r.value not in seen]
+
+    def _say(self, live: Live, text: str) -> None:
+        live.console.print(text)
+
+    # -- one lane per symbol: open a trade, follow it to its end, open the next --------------
+
+    def opening(self) -> bool:
+        return (not self._stop_opening and bool(self.missing())
+                and time.monotonic() - self._started < self.opts.timeout_s)
+
+    async def _lane(self, symbol: str, live: Live) -> None:
+        failures = 0
+        while self.opening():
+            try:
+                trade = await self._open(symbol, live)
+                failures = 0
+            except (ccxt.BaseError, RPCError) as exc:  # the exchange or Temporal hiccuped
+                failures += 1
+                self._say(live, f"[yellow]{symbol}: could not start a trade ({type(exc).__name__}: {exc})[/]")
+                if failures >= MAX_OPEN_FAILURES:
+                    raise
+                trade = None
+            if trade is None:
+                await asyncio.sleep(RETRY_REJECTED_S)
+                continue
+            await self._follow(trade, live)
+            if trade.result is not None and trade.result.status is TradeStatus.REJECTED:
+                await asyncio.sleep(RETRY_REJECTED_S)
+
+    async def _open(self, symbol: str, live: Live) -> DemoTrade | None:
+        self._count += 1
+        n = self._count
+        intent_id = f"demo-{self.run_id}-{n:02d}-{symbol.removesuffix('USDT').lower()}"
+        plan = await build_intent(self.exchange, symbol, intent_id,
+                                  position_size_usd=self.opts.position_size_usd, leverage=self.opts.leverage)
+        if plan is None:
+            return None
+        handle, started = await start_trade(self.client, plan.fields)
+        if not started:  # cannot happen with a fresh run id; never count a trade twice
+            self.problems.append(f"{handle.id} already existed: not started again")
+            return None
+        trade = DemoTrade(n=n, plan=plan, handle=handle, result_task=asyncio.create_task(handle.result()))
+        self.trades.append(trade)
+        self._say(live, f"[dim]{market_time(self.market_ms or 0)}[/]  start  {handle.id}  "
+                        f"{plan.side:4} {symbol} @ {plan.price}  ({plan.why})")
+        return trade
+
+    async def _follow(self, trade: DemoTrade, live: Live) -> None:
+        """Poll the trade's `state` query until its workflow returns its result."""
+        while not trade.result_task.done():
+            try:
+                trade.state = await asyncio.wait_for(trade.handle.query("state", result_type=TradeState), 5)
+            except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError, TimeoutError):
+                pass  # not yet picked up by a worker, or busy: next time
+            else:
+                if trade.state.status is TradeStatus.OPEN and trade.open_since_wall is None:
+                    trade.open_since_wall = time.monotonic()
+            await asyncio.wait({trade.result_task}, timeout=STATE_POLL_S)
+        self._collect(trade, live)
+
+    def _collect(self, trade: DemoTrade, live: Live | None) -> None:
+        if trade.done:
+            return
+        try:
+            trade.result = trade.result_task.result()
+        except Exception as exc:  # noqa: BLE001 (the workflow failed: shown, counted)
+            trade.error = f"{type(exc).__name__}: {exc}"
+            self.problems.append(f"{trade.workflow_id}: {trade.error}")
+        trade.ended_wall = time.monotonic()
+        reason = trade.result.exit_reason if trade.result else None
+        if reason is not None and reason.value not in self.first_seen:
+            self.first_seen[reason.value] = trade.ended_wall - self._started
+        if live is not None:
+            self._announce_end(trade, live)
+
+    def _announce_end(self, trade: DemoTrade, live: Live) -> None:
+        res = trade.result
+        if res is None:
+            self._say(live, f"[red]error[/]  {trade.workflow_id}: {trade.error}")
+            return
+        if res.status is TradeStatus.REJECTED:
+            self._say(live, f"[yellow]reject[/] {trade.workflow_id}: {res.reason}")
+            return
+        color = "green" if (res.realized_pnl or 0) > 0 else "red"
+        by = f" (demo: {trade.demo_action})" if trade.demo_action else ""
+        self._say(live, f"[dim]{market_time(self.market_ms or 0)}[/]  end    {trade.workflow_id}  "
+                        f"{res.status.value} {res.exit_reason.value if res.exit_reason else ''}{by}  "
+                        f"net [{color}]{res.realized_pnl if res.realized_pnl is not None else '-'}[/] USDT")
+        if res.status is TradeStatus.FAILED:
+            self.problems.append(f"{trade.workflow_id} FAILED: {res.reason}")
+
+    # -- the operator: MANUAL (close update) and KILLED (cancellation) --------------------------
+
+    def _operator_step(self, live: Live) -> None:
+        if self._operator is not None and not self._operator.done():
+            return
+        missing = self.missing()
+        wanted = [a for a, reason in (("close", "MANUAL"), ("kill", "KILLED"))
+                  if reason in missing and a not in self._actions_done]
+        if not wanted:
+            return
+        now = time.monotonic()
+        for trade in self.trades:
+            if (not trade.done and trade.demo_action is None and trade.state is not None
+                    and trade.state.status is TradeStatus.OPEN and trade.open_since_wall is not None
+                    and now - trade.open_since_wall >= OPERATOR_AFTER_S):
+                trade.demo_action = wanted[0]
+                self._operator = asyncio.create_task(self._operate(trade, wanted[0], live))
+                return
+
+    async def _operate(self, trade: DemoTrade, action: str, live: Live) -> None:
+        try:
+            if action == "close":
+                self._say(live, f"[bold]operator[/] close update → {trade.workflow_id}")
+                result = await trade.handle.execute_update("close", CloseRequest(reason="demo operator"),
+                                                           result_type=TradeResult)
+            else:
+                self._say(live, f"[bold]operator[/] cancel (kill) → {trade.workflow_id}")
+                await trade.handle.cancel()
+                done, _ = await asyncio.wait({trade.result_task}, timeout=30)
+                result = trade.result_task.result() if done and not trade.result_task.exception() else None
+            expected = ExitReason.MANUAL if action == "close" else ExitReason.KILLED
+            if result is not None and result.exit_reason is expected:
+                self._actions_done.add(action)  # else the trade ended otherwise first: try another
+        except (WorkflowUpdateFailedError, RPCError) as exc:
+            # The trade ended (or started closing) on its own first: another one will do.
+            trade.demo_action = f"{action} refused"
+            self._say(live, f"[dim]operator {action} on {trade.workflow_id} refused: {exc}[/]")
+
+    # -- the run --------------------------------------------------------------------------------
+
+    async def run(self) -> DemoSummary:
+        self._started = time.monotonic()
+        state = await self.controls.state()
+        stack_note = await self._foreign_activity(state)
+        balance_before = D(str(state["balance"]["walletBalance"]))
+        market_from = int(state["clock"]["market_ms"])
+        self.market_ms = market_from
+        drain_limit = self.opts.max_hold_min * 60 / self.opts.speed + 30
+        drain_started: float | None = None
+        lanes: list[asyncio.Task] = []
+        try:
+            with Live(console=self.console, refresh_per_second=4, transient=True) as live:
+                lanes = [asyncio.create_task(self._lane(s, live), name=f"lane:{s}") for s in self.symbols]
+                while not all(lane.done() for lane in lanes):
+                    now = time.monotonic()
+                    opening = self.opening()
+                    if opening:
+                        self._operator_step(live)
+                    else:
+                        drain_started = drain_started or now
+                        if now - drain_started > drain_limit:
+                            self._say(live, "[yellow]trades still open past the time limit: killing them[/]")
+                            await self._kill_all([t for t in self.trades if not t.done], "kill (cleanup)")
+                    with contextlib.suppress(httpx.HTTPError):
+                        market = await self.controls.state()
+                        self.market_ms = int(market["clock"]["market_ms"])
+                        self.prices = {s: D(str(p)) for s, p in market["prices"].items()}
+                    phase = ("opening trades until every exit reason appeared" if opening
+                             else "no new trades: waiting for the open ones to close")
+                    live.update(live_view(self.trades, self.market_ms, self.prices, self.opts.speed,
+                                          now - self._started, self.opts.timeout_s, phase))
+                    await asyncio.wait(lanes, timeout=TICK_S)
+                for lane in lanes:  # a lane that crashed is a problem worth showing
+                    if lane.exception() is not None:
+                        exc = lane.exception()
+                        self.problems.append(f"{lane.get_name()}: {type(exc).__name__}: {exc}")
+        except asyncio.CancelledError:
+            # Ctrl-C: no new trades; the open ones are killed below (workers still run), and the
+            # summary is printed for what happened so far.
+            self.problems.append("interrupted: the trades still open were killed")
+        finally:
+            self._stop_opening = True
+            for lane in lanes:
+                lane.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+            await self._cleanup()
+        if self._operator is not None:
+            await asyncio.gather(self._operator, return_exceptions=True)
+        end_state = await self.controls.state()
+        balance_after = D(str(end_state["balance"]["walletBalance"]))
+        ours = {t.plan.symbol for t in self.trades}
+        left = [p for p in end_state["positions"] if p.get("symbol") in ours]
+        if left:
+            self.problems.append(f"positions still open on the exchange: {[p.get('symbol') for p in left]}")
+        return DemoSummary(
+            trades=self.trades, reasons=reasons_seen(self.trades), missing=self.missing(),
+            balance_before=balance_before, balance_after=balance_after, problems=self.problems,
+            wall_s=time.monotonic() - self._started, market_from_ms=market_from,
+            market_to_ms=int(end_state["clock"]["market_ms"]), stack_note=stack_note,
+            first_seen=dict(self.first_seen))
+
+    async def _foreign_activity(self, state: dict) -> str:
+        """Anything else moving this account would break the PnL comparison: say so up front."""
+        notes = []
+        if state.get("positions"):
+            notes.append(f"{len(state['positions'])} position(s) already open on the paper account")
+        try:
+            running = await self.client.count_workflows(
+                'WorkflowType="TradeWorkflow" AND ExecutionStatus="Running"')
+            if running.count:
+                notes.append(f"{running.count} TradeWorkflow(s) from before were still running "
+                             f"(these workers manage them too)")
+        except RPCError:
+            pass
+        if not notes:
+            return ""
+        note = ("note: " + "; ".join(notes) +
+                ": the account change includes their PnL and funding, not only this demo's trades")
+        self.console.print(f"[yellow]{note}[/]")
+        return note
+
+    async def _kill_all(self, trades: list[DemoTrade], label: str) -> None:
+        for trade in trades:
+            if trade.done or (trade.demo_action or "").startswith("kill"):
+                continue
+            trade.demo_action = label
+            with contextlib.suppress(RPCError):
+                await trade.handle.cancel()
+
+    async def _cleanup(self) -> None:
+        """Never leave a demo trade running without workers: kill what is still open (an
+        interrupted demo, or trades past the drain limit) and collect the results."""
+        running = [t for t in self.trades if not t.done]
+        if not running:
+            return
+        await self._kill_all(running, "kill (cleanup)")
+        await asyncio.wait([t.result_task for t in running], timeout=CLEANUP_WAIT_S)
+        for trade in running:
+            if trade.result_task.done():
+                self._collect(trade, None)
+            else:
+                trade.error = "still running after the cleanup wait"
+                self.problems.append(f"{trade.workflow_id} did not end in {CLEANUP_WAIT_S:.0f} s")
 
 
-async def run_demo(speed: float, symbols: list[str], timeout_s: float) -> int:
-    stack = Stack(StackSettings(), PaperSettings())
+# --- warm-up -----------------------------------------------------------------------------------
+
+
+async def warm_up(exchange, controls: PaperControls, symbol: str, candles: int, console: Console,
+                  speed: float) -> None:
+    """Wait until the exchange serves `candles` closed 5-minute candles (the replay has none
+    before its start; the kill score needs 20). Only history is missing, so the replay runs at
+    `WARMUP_SPEED` (if faster) meanwhile, then at the demo's `speed`."""
+    unified = exchange.markets_by_id[symbol][0]["symbol"]
+    now_ms = int((await controls.clock())["market_ms"])
+    have = await closed_candle_count(exchange, unified, now_ms, candles)
+    if have >= candles:
+        console.print(f"Market history: {candles}+ closed 5-minute candles already (market {market_time(now_ms)})")
+        return
+    warm_speed = max(speed, WARMUP_SPEED)
+    await controls.set_speed(warm_speed)
+    try:
+        with Progress(TextColumn("[bold]warm-up[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=False) as progress:
+            task = progress.add_task("", total=candles)
+            while True:
+                progress.update(task, completed=min(have, candles),
+                                description=f"closed 5-minute candles (replay at {warm_speed:g}x, "
+                                            f"market {market_time(now_ms)})")
+                if have >= candles:
+                    return
+                await asyncio.sleep(0.2)
+                now_ms = int((await controls.clock())["market_ms"])
+                have = await closed_candle_count(exchange, unified, now_ms, candles)
+    finally:
+        await controls.set_speed(speed)
+
+
+# --- entry points ------------------------------------------------------------------------------
+
+
+async def demo_main(opts: DemoOptions, *, console: Console | None = None,
+                    stack_settings: StackSettings | None = None,
+                    paper_settings: PaperSettings | None = None) -> DemoSummary:
+    """The whole demo; returns its summary (already printed). Raises `LauncherError` when the
+    stack cannot start."""
+    console = console or Console()
+    settings = stack_settings or StackSettings()
+    paper = paper_settings or PaperSettings()
+    stack = Stack(settings, paper)
     console.print("[bold]Starting the local stack[/] (reusing what already runs)")
-    statuses = await stack.up()
-    for s in statuses:
+    for s in await stack.up():
         console.print(f"  {s.name:15} {s.state:8} {s.url}")
 
-    paper = PaperSettings()
-    base_url = paper_base_url(paper)
-    previous_speed = await _set_speed(base_url, speed)
-    console.print(f"Market replay at {speed:g}x (real candles; one 5-minute candle every {300 / speed:.1f}s)")
-    exchange = create_exchange(ExchangeSettings(mode="paper"), paper=paper)
-    run_id = uuid.uuid4().hex[:8]
-    trades: list[DemoTrade] = []
+    controls = PaperControls(paper_base_url(paper))
+    previous_speed = float((await controls.clock())["speed"])
+    await controls.set_speed(opts.speed)
+    console.print(f"Market replay at {opts.speed:g}x (real candles: one 5-minute candle every "
+                  f"{300 / opts.speed:.2f} s); time limit {opts.max_hold_min:g} market minutes; "
+                  f"new trades for up to {opts.timeout_s:g} s")
+    # The demo trades on the paper exchange only (it drives the replay through /_paper/).
+    exchange = create_exchange(ExchangeSettings(mode="paper"), paper=paper, enableRateLimit=False)
+    redis = aioredis.from_url(settings.effective_redis_url, decode_responses=True)
+    log_path = stack.logs_dir / "demo.log"
     try:
+        client = await connect(settings)
+        await ensure_search_attributes(client)
         await exchange.load_markets()
-        start_balance = float((await exchange.fetch_balance())["total"].get("USDT", 0))
-        since_ms = int(await exchange.fetch_time())
-        for symbol in symbols:
-            if symbol not in exchange.markets_by_id and symbol not in exchange.markets:
-                console.print(f"[yellow]skip {symbol}: the exchange does not list it[/]")
-                continue
-            market_symbol = exchange.markets_by_id[symbol][0]["symbol"] if symbol in exchange.markets_by_id else symbol
-            candles = await exchange.fetch_ohlcv(market_symbol, "5m", limit=12)
-            trade = DemoTrade(market_symbol, _trend_side(candles), f"demo-{run_id}-{symbol.lower()}")
-            await _open_trade(exchange, trade)
-            trades.append(trade)
-            console.print(
-                f"  opened {trade.side.upper():4} {trade.amount:g} {symbol} @ {trade.entry:g}  "
-                f"stop {trade.stop:g}  take {trade.take:g}"
-            )
-
-        deadline = time.monotonic() + timeout_s
-        open_trades = list(trades)
-        with console.status("Replaying the market until the stops and take-profits fire...") as spinner:
-            while open_trades and time.monotonic() < deadline:
-                await asyncio.sleep(0.5)
-                for trade in list(open_trades):
-                    if await _position_size(exchange, trade.symbol) == 0:
-                        await _settle_exit(exchange, trade)
-                        open_trades.remove(trade)
-                        console.print(f"  {trade.symbol}: exit by {trade.reason}")
-                spinner.update(f"Replaying... {len(open_trades)} open, {deadline - time.monotonic():.0f}s left")
-        for trade in open_trades:
-            await _close_at_market(exchange, trade)
-            console.print(f"  {trade.symbol}: closed at the time limit")
-
-        for trade in trades:
-            await _account_fills(exchange, trade, since_ms)
-        end_balance = float((await exchange.fetch_balance())["total"].get("USDT", 0))
+        symbols = [s.upper() for s in opts.symbols]
+        unknown = [s for s in symbols if s not in (exchange.markets_by_id or {})]
+        for s in unknown:
+            console.print(f"[yellow]skip {s}: the exchange does not list it[/]")
+        symbols = [s for s in symbols if s not in unknown]
+        if not symbols:
+            raise ValueError("no symbol the exchange lists was given")
+        await warm_up(exchange, controls, symbols[0], opts.warmup_candles, console, opts.speed)
+        console.print(f"Workers for every queue run in this process (log: {log_path})")
+        async with running_workers(client, exchange, redis, demo_policy(opts),
+                                   demo_risk(opts.speed), log_path):
+            summary = await DemoRun(opts, client, exchange, controls, console, symbols).run()
     finally:
+        with contextlib.suppress(Exception):
+            await controls.set_speed(previous_speed)
+        await controls.close()
         await exchange.close()
-        await _set_speed(base_url, previous_speed)
+        await redis.aclose()
+    print_summary(console, summary, settings.temporal_ui_url, settings.temporal_namespace,
+                  settings.temporal_address)
+    return summary
 
-    _print_summary(trades, start_balance, end_balance, stack.settings.temporal_ui_url)
-    return 0
 
-
-def _print_summary(trades: list[DemoTrade], start_balance: float, end_balance: float, ui_url: str) -> None:
-    table = Table(title="Demo trades (PnL from the exchange's own fills)")
-    for col in ("symbol", "side", "qty", "entry", "exit", "reason", "realized PnL", "fees", "net"):
-        table.add_column(col, justify="right" if col not in ("symbol", "side", "reason") else "left")
-    for t in trades:
-        net = t.realized_pnl - t.fees
-        color = "green" if net >= 0 else "red"
-        table.add_row(
-            t.symbol, t.side.upper(), f"{t.amount:g}", f"{t.entry:g}",
-            f"{t.exit_price:g}" if t.exit_price else "-", t.reason,
-            f"{t.realized_pnl:.4f}", f"{t.fees:.4f}", f"[{color}]{net:.4f}[/]",
-        )
-    console.print(table)
-    total_net = sum(t.realized_pnl - t.fees for t in trades)
-    console.print(
-        f"Account: {start_balance:.4f} -> {end_balance:.4f} USDT "
-        f"(change {end_balance - start_balance:+.4f}; trades net {total_net:+.4f})"
-    )
-    console.print(f"Temporal Web UI: {ui_url}   stop the stack with: qt down")
+async def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
+    """`qt demo`: the exit code (0: every exit reason appeared and the PnL matches)."""
+    summary = await demo_main(opts, console=console)
+    return summary.exit_code

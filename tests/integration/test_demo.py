@@ -1,0 +1,83 @@
+"""`qt demo` end to end, as a user runs it: a fresh stack in a temp data dir on free ports, the
+replayed market at 300x, in-process workers, real TradeWorkflows.
+
+Asserted: exit code 0, every exit reason (SL, TP, TRAILING, KILL_SCORE, TIME_LIMIT, MANUAL,
+KILLED) in the summary, the trades' PnL equal to the paper account's walletBalance change to the
+cent (checked again here against the exchange, independently of the demo's own check), nothing
+left open on the exchange, the replay speed restored, the Temporal UI URL printed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from rich.console import Console
+
+from paper_exchange.config import PaperSettings
+from qt.demo import DemoOptions, demo_main
+from qt.demo_view import REQUIRED_REASONS
+from qt.launcher import Stack
+from qt.settings import StackSettings
+from tests.fixtures.ports import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+@pytest.fixture
+def demo_env(tmp_path: Path, monkeypatch) -> dict[str, str]:
+    """Only this test's QT_* settings: its own data dir and ports (the paper exchange child
+    process reads them from the environment too)."""
+    for name in list(os.environ):
+        if name.startswith("QT_"):
+            monkeypatch.delenv(name)
+    env = dict(
+        QT_DATA_DIR=str(tmp_path / ".data"),
+        QT_TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
+        QT_TEMPORAL_UI_PORT=str(free_port()),
+        QT_REDIS_PORT=str(free_port()),
+        QT_PAPER_PORT=str(free_port()),
+    )
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    yield env
+    Stack(StackSettings(), PaperSettings()).down()
+
+
+async def test_demo_shows_every_exit_reason_and_pnl_matches_the_account(demo_env):
+    out = io.StringIO()
+    console = Console(file=out, width=220, force_terminal=False, color_system=None)
+    summary = await demo_main(DemoOptions(timeout_s=150), console=console)
+    text = out.getvalue()
+    print(text)  # shown by pytest when the test fails
+
+    assert summary.exit_code == 0, text
+    assert summary.missing == [], text
+    assert "qt demo: OK" in text
+
+    # Every exit reason in the summary, and in the trades table itself.
+    reasons_line = next(line for line in text.splitlines() if line.startswith("Exit reasons seen:"))
+    table_rows = [line for line in text.splitlines() if "trade-demo-" in line and "│" in line]
+    for reason in REQUIRED_REASONS:
+        assert summary.reasons.get(reason.value, 0) >= 1, reason
+        assert f"{reason.value}×" in reasons_line, (reason, reasons_line)
+        assert any(f" {reason.value} " in row for row in table_rows), reason
+    assert "MISSING" not in text
+
+    # PnL: the demo's own check, then again against the exchange (fresh account: 10,000 USDT).
+    assert summary.pnl_matches and "equal to the cent" in text
+    paper = PaperSettings()
+    async with httpx.AsyncClient(base_url=paper.base_url, timeout=10) as http:
+        state = (await http.get("/_paper/state")).json()
+    wallet = Decimal(state["balance"]["walletBalance"])
+    assert summary.balance_before == Decimal(str(paper.initial_balance))
+    assert abs(wallet - summary.balance_before - summary.pnl_sum) < Decimal("0.005")
+    assert state["positions"] == [] and state["open_algo_orders"] == [] and state["open_orders"] == []
+    # The replay is back at its own speed (the demo only speeds it up while it runs).
+    assert state["clock"]["speed"] == paper.speed
+
+    assert StackSettings().temporal_ui_url in text
