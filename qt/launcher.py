@@ -169,7 +169,8 @@ class Stack:
     def _paper_part(self) -> Part:
         paper = self.paper
         url = f"http://{paper.host}:{paper.port}"
-        env = {}
+        # The child serves where this Stack probes, whatever the environment says.
+        env = {"QT_PAPER_HOST": paper.host, "QT_PAPER_PORT": str(paper.port)}
         if "QT_PAPER_DATA_DIR" not in os.environ:
             env["QT_PAPER_DATA_DIR"] = str(self.data_dir)
 

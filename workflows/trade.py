@@ -474,7 +474,11 @@ class TradeWorkflow:
                 symbol=self.intent.symbol, side=self.intent.side.opposite, type=OrderType.MARKET,
                 quantity=qty, reduce_only=True, client_order_id=self._cid(step)))
         except ActivityError as err:
-            st.note(f"TP{index} order failed: {_failure(err)[1]}")
+            kind, message = _failure(err)
+            st.note(f"TP{index} order failed: {message}")
+            if kind == "reduce_only_rejected":  # nothing left to reduce: the stop fired meanwhile
+                await self._exchange_changed()
+                return not st.status.is_final
             return True
         st.open_qty -= order.filled
         st.note(f"TP{index}: {order.filled} closed @ {order.average_price}")
@@ -501,14 +505,14 @@ class TradeWorkflow:
         if score.should_close:
             await self._close(ExitReason.KILL_SCORE, f"kill score {score.score:.3f} >= {score.threshold:g}")
 
-    async def _exchange_changed(self, event: WatchEvent) -> None:
+    async def _exchange_changed(self, event: WatchEvent | None = None) -> None:
         """The position size on the exchange changed without us: the stop fired, or someone else."""
         st = self.state
         position = await self._call(calls.GET_POSITION, PositionRequest(symbol=self.intent.symbol))
         size = abs(position.quantity)
         if size == 0:
             reason = await self._why_flat()
-            await self._close(reason, f"position closed on the exchange ({reason.value})")
+            await self._close(reason, f"position closed on the exchange ({reason.value})", reason_known=True)
         elif size != st.open_qty:
             st.note(f"exchange position is {size}, expected {st.open_qty}: adopted")
             st.open_qty = size
@@ -639,13 +643,15 @@ class TradeWorkflow:
 
     # ========================================================== stage 8-9: close and feedback
 
-    async def _close(self, reason: ExitReason, note: str, final: TradeStatus = TradeStatus.CLOSED) -> None:
+    async def _close(self, reason: ExitReason, note: str, final: TradeStatus = TradeStatus.CLOSED,
+                     reason_known: bool = False) -> None:
         """Reduce-only market for the rest, confirm flat, cancel protection, PnL, feedback."""
         st = self.state
         if st.status.is_final:
             return
         st.stage, st.reason = Stage.CLOSING, note
         await self._set_status(TradeStatus.CLOSING)
+        closes_before = st.close_seq, len(st.orders)
         # Close first, cancel the stop after: the position is never without a resting stop.
         for _ in range(st.policy.max_close_rounds if st.policy else 5):
             try:
@@ -657,6 +663,15 @@ class TradeWorkflow:
             st.reason = f"{note}; could not get flat: the stop stays, an operator must look"
             await self._set_status(TradeStatus.FAILED)
             return
+        stop_reason = reason in (ExitReason.SL, ExitReason.TRAILING)
+        if (not reason_known and not stop_reason and final is TradeStatus.CLOSED
+                and (st.close_seq, len(st.orders)) == closes_before):
+            # Flat before we sent anything: the resting stop may have beaten us to it (a TP or a
+            # time limit racing a stop-out). The exchange decides the reason then.
+            fired = await self._why_flat()
+            if fired is not ExitReason.EXTERNAL and fired is not reason:
+                st.note(f"the exchange stop had already closed the position ({fired.value}, not {reason.value})")
+                reason = fired
         st.open_qty = Decimal(0)
         _, fills = await asyncio.gather(self._cancel_stops(), self._fills())
         await self._finish(reason, final, fills)
