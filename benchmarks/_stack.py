@@ -34,10 +34,8 @@ with workflow.unsafe.imports_passed_through():
     import sys
     import tempfile
     import time
-    import uuid
     from collections.abc import Sequence
     from dataclasses import dataclass
-    from datetime import UTC, datetime
     from decimal import Decimal
     from pathlib import Path
     from typing import Any
@@ -57,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
     from qt.settings import SEARCH_ATTRIBUTES
     from qt.temporal_setup import temporal_binary
     from tests.fixtures.paper import PaperServer, paper_exchange_client
+    from tests.fixtures.intents import intent_fields
     from tests.fixtures.ports import free_port
     from tests.fixtures.stack import RedisServer
     from trading.client_ids import client_order_id
@@ -237,15 +236,8 @@ class Stack:
     # -- trades -----------------------------------------------------------------------------------
 
     async def intent(self, symbol: str, side: str = "BUY", **fields: Any) -> dict:
-        market_ms = await self.market_ms()
-        base = {
-            "intent_id": f"b{uuid.uuid4().hex[:12]}", "symbol": symbol, "side": side,
-            "confidence": "0.8", "entry_price": str(self.pins[symbol]), "position_size_usd": "100",
-            "leverage": "10", "timestamp": datetime.fromtimestamp(market_ms / 1000, UTC).isoformat(),
-            "model": "bench-model", "source": "benchmark",
-        }
-        base.update({k: str(v) for k, v in fields.items()})
-        return base
+        return intent_fields(symbol, side, self.pins[symbol], await self.market_ms(), id_prefix="b",
+                             model="bench-model", source="benchmark", **fields)
 
     async def start(self, fields: dict) -> WorkflowHandle:
         handle, started = await start_trade(self.client, fields)

@@ -21,11 +21,9 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from temporalio.api.enums.v1 import EventType, WorkflowExecutionStatus
 from temporalio.client import Client, WorkflowHandle
 
 from tests.fixtures.paper import REPO_ROOT, PaperServer
+from tests.fixtures.intents import intent_fields
 from workflows.starter import start_trade
 from workflows.trade_state import TradeResult, TradeState
 
@@ -168,15 +167,8 @@ class CrashRig:
 
     def intent(self, symbol: str, side: str, price: Any, **fields: Any) -> dict:
         """A fresh intent at the paper exchange's market clock (as `TradeRig.intent`)."""
-        market_ms = self.paper.clock()["market_ms"]
-        base = {
-            "intent_id": f"c{uuid.uuid4().hex[:12]}", "symbol": symbol, "side": side,
-            "confidence": "0.8", "entry_price": str(price), "position_size_usd": "100",
-            "leverage": "10", "timestamp": datetime.fromtimestamp(market_ms / 1000, UTC).isoformat(),
-            "model": "crash-test", "source": "tests",
-        }
-        base.update({k: str(v) for k, v in fields.items()})
-        return base
+        return intent_fields(symbol, side, price, self.paper.clock()["market_ms"], id_prefix="c",
+                             model="crash-test", **fields)
 
     async def start(self, fields: dict) -> WorkflowHandle:
         handle, started = await start_trade(self.client, fields)
