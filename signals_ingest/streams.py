@@ -1,0 +1,32 @@
+"""Redis keys of the intake, the market feed and the signal engine.
+
+The stream names are the old system's (SPEC "Input"), so its producers and consumers keep
+working; keys the old system did not have follow the same `quantum:` prefix.
+"""
+
+from __future__ import annotations
+
+# Trade intents from the old producers and from our signal engine; the intake's consumer group.
+TRADE_INTENT_STREAM = "quantum:stream:trade.intent"
+TRADE_INTENT_DLQ_STREAM = "quantum:stream:trade.intent.dlq"
+INTAKE_GROUP = "quantum:group:temporal-intake"
+# Per-consumer counters the intake publishes for `qt status` (hash per consumer, with a TTL).
+INTAKE_STATS_KEY = "quantum:intake:stats:{consumer}"
+INTAKE_STATS_PATTERN = "quantum:intake:stats:*"
+
+# Market feed (ccxt → Redis): one entry per tick poll / per closed candle, capped streams.
+MARKET_TICK_STREAM = "quantum:stream:market.tick"
+MARKET_KLINES_STREAM = "quantum:stream:market.klines"
+# Latest price per symbol (hash: price, timestamp ms (exchange time), received_ms (wall clock),
+# exchange, funding_rate, and `price:{venue}` per venue when a second venue is configured).
+LATEST_PRICE_KEY = "quantum:market:price:{symbol}"
+# Open time (ms) of the last candle the feed published per symbol: a restart never repeats one.
+FEED_LAST_KLINE_KEY = "quantum:feed:last_kline:{symbol}"
+
+# Signal engine: every evaluation, and the cooldown marker per symbol (market time).
+SIGNAL_STREAM = "quantum:stream:ai.signal_generated"
+SIGNAL_COOLDOWN_KEY = "quantum:signal:last_intent:{symbol}"
+
+
+def latest_price_key(symbol: str) -> str:
+    return LATEST_PRICE_KEY.format(symbol=symbol)
