@@ -68,9 +68,16 @@ def down() -> None:
 @app.command()
 def status() -> None:
     """Show what runs, where, and its log file."""
+    from qt.intake_view import fetch_intake_status, intake_table
     from qt.launcher import Stack
+    from qt.settings import StackSettings
 
     console.print(_status_table(asyncio.run(Stack().status())))
+    intake = asyncio.run(fetch_intake_status(StackSettings().effective_redis_url))
+    if isinstance(intake, str):
+        console.print(f"[yellow]intent intake: {intake}[/]")
+    else:
+        console.print(intake_table(intake))
 
 
 @app.command()
@@ -121,11 +128,16 @@ def worker(
 
 
 @app.command()
-def ingest() -> None:
-    """Consume quantum:stream:trade.intent and start one TradeWorkflow per intent."""
+def ingest(
+    only: str = typer.Option("intake,feed,signals", help="comma-separated parts to run: intake (trade.intent -> "
+                             "TradeWorkflows), feed (exchange -> market.tick/market.klines), signals (klines -> ai.signal_generated "
+                             "-> trade.intent)"),
+) -> None:
+    """Consume quantum:stream:trade.intent (one TradeWorkflow per intent), feed market data, run the signal engine."""
     from signals_ingest.main import run_ingest
 
-    raise typer.Exit(code=asyncio.run(run_ingest()))
+    parts = tuple(p.strip() for p in only.split(",") if p.strip())
+    raise typer.Exit(code=asyncio.run(run_ingest(parts)))
 
 
 @app.command()

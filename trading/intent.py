@@ -36,6 +36,9 @@ MAX_FIELDS = 64
 JSON_FIELDS = ("payload", "data", "json")  # checked in this order; at most one may be present
 MIN_LEVERAGE, MAX_LEVERAGE = 1, 125  # Binance USD-M range
 MAX_AMOUNT = Decimal("1e12")  # above any real price or USD size; keeps later arithmetic sane
+# Short texts that become search attributes (Keyword values are limited to 2 KB by Temporal's
+# default `limit.searchAttributeSizeLimit`; a longer one would fail the workflow task forever).
+MAX_LABEL_CHARS = {"model": 128, "source": 128, "regime": 64, "intent_id": MAX_FIELD_BYTES, "reason": 1024}
 
 # Producers written in Python turn None into "None"; treat these like an absent field.
 _ABSENT_TEXT = frozenset({"", "none", "null"})
@@ -164,14 +167,17 @@ class TradeIntent(BaseModel):
 
     @field_validator("model", "reason", "regime", "intent_id", "source", mode="before")
     @classmethod
-    def _text(cls, value: Any) -> str | None:
+    def _text(cls, value: Any, info: ValidationInfo) -> str | None:
         if value is None:
             return None
         if isinstance(value, bytes):
             value = _utf8(value)
         if not isinstance(value, str | int | float | Decimal) or isinstance(value, bool):
             raise ValueError(f"must be text, got {_show(value)}")
-        return str(value).strip()
+        text, limit = str(value).strip(), MAX_LABEL_CHARS[info.field_name]
+        if len(text) > limit:
+            raise ValueError(f"is too long ({len(text)} characters, limit {limit})")
+        return text
 
     @model_validator(mode="after")
     def _levels_on_the_right_side(self) -> TradeIntent:

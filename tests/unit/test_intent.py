@@ -205,6 +205,8 @@ BAD_INPUTS = [
     ("symbol not in USDT", near(symbol="BTCUSD"), {}, "symbol: must look like NEARUSDT"),
     ("huge field", near(reason="x" * 5000), {}, "field 'reason' is too large (5000 bytes, limit 4096)"),
     ("huge payload", {"payload": " " * 70_000}, {}, "field 'payload' is too large (70000 bytes, limit 65536)"),
+    ("model name too long for a search attribute", near(model="m" * 200), {}, "model: is too long (200 characters, limit 128)"),
+    ("long reason", near(reason="r" * 2000), {}, "reason: is too long (2000 characters, limit 1024)"),
     ("wrong side value", near(side="HOLD"), {}, "side: must be BUY or SELL, got 'HOLD'"),
     ("garbage timestamp", near(timestamp="yesterday"), {}, "timestamp: not a date/time: 'yesterday'"),
     ("timestamp in microseconds", near(timestamp="1766550734062679"), {}, "neither epoch seconds nor milliseconds"),
