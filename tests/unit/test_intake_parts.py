@@ -1,0 +1,64 @@
+"""Pure parts of the intake: the shared backoff, the starts/s window, the DLQ entry, settings."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from signals_ingest.dead_letters import dead_letter
+from signals_ingest.intake import Backoff
+from signals_ingest.intake_metrics import RateWindow
+from signals_ingest.intake_settings import IntakeSettings
+from signals_ingest.intake_status import stream_id_ms
+
+
+def test_backoff_doubles_to_its_cap_and_resets_on_success():
+    backoff = Backoff(initial_s=1.0, max_s=8.0)
+    delays = [backoff.failed() for _ in range(6)]
+    bases = [1, 2, 4, 8, 8, 8]
+    assert all(base * 0.5 <= d <= base for d, base in zip(delays, bases))
+    assert backoff.active
+    assert backoff.succeeded() is True and not backoff.active
+    assert backoff.succeeded() is False  # nothing to end
+
+
+def test_rate_window_counts_the_last_ten_seconds_only():
+    window = RateWindow(window_s=10)
+    for second in range(20):
+        window.add(5, now=1000 + second)
+    assert window.rate(now=1019) == pytest.approx(5.0)
+    assert window.rate(now=1040) == 0.0
+
+
+def test_dead_letter_keeps_the_original_fields_the_id_and_a_readable_error():
+    fields = {b"symbol": b"NEARUSDT", b"reason": b"\xff" + b"x" * 50, b"entry_price": b"NaN"}
+    letter = dead_letter(fields, stream="s", stream_id="1-0", problems=["entry_price: must be finite", "x"],
+                         consumer="c", max_value_bytes=20, now=datetime(2026, 1, 1, tzinfo=UTC))
+    original = json.loads(letter["original_fields"])
+    assert original["symbol"] == "NEARUSDT" and original["entry_price"] == "NaN"
+    assert original["reason"].startswith("\\xff") and "[cut: 54 characters in the original]" in original["reason"]
+    assert letter["original_truncated"] == "1"
+    assert letter["error"] == "entry_price: must be finite; x"
+    assert json.loads(letter["problems"]) == ["entry_price: must be finite", "x"]
+    assert (letter["stream"], letter["stream_id"], letter["consumer"]) == ("s", "1-0", "c")
+    assert letter["dead_lettered_at"] == "2026-01-01T00:00:00+00:00"
+    assert all(isinstance(v, str) for v in letter.values())  # XADD-able as is
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"group_start_id": "yesterday"}, "must be '0', '$' or a stream id"),
+    ({"max_in_flight": 0}, "greater than or equal to 1"),
+    ({"claim_idle_ms": 10}, "greater than or equal to 100"),
+    ({"consumer": ""}, "at least 1 character"),
+    ({"backoff_initial_s": -1}, "greater than 0"),
+])
+def test_bad_settings_are_refused_with_a_clear_error(change, words):
+    with pytest.raises(ValidationError, match=words.replace("$", r"\$")):
+        IntakeSettings(**change)
+
+
+def test_stream_id_ms():
+    assert stream_id_ms(b"1700000000000-3") == 1_700_000_000_000
