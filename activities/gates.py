@@ -31,6 +31,7 @@ from activities.schemas.policy import TradePolicy
 from trading.features import MarketFeatures
 from activities.risk_settings import RiskSettings
 from activities.temporal_errors import to_application_error
+from signals_ingest.streams import latest_price_key
 from trading.intent import TradeIntent, intent_age_s, is_stale
 from trading.models import Side
 from trading.sizing import size_position
@@ -123,8 +124,9 @@ class GateActivities:
         r = self._redis
         async with r.pipeline(transaction=False) as pipe:
             pipe.get(SAFE_MODE_KEY).ttl(SAFE_MODE_KEY).get(KILL_SWITCH_KEY)
-            pipe.ttl(cooldown_key(symbol)).get(lock_key(symbol))
-            safe, safe_ttl, kill, cool_ttl, owner = map(_text, await pipe.execute())
+            pipe.ttl(cooldown_key(symbol)).get(lock_key(symbol)).hgetall(latest_price_key(symbol))
+            *replies, feed = await pipe.execute()
+            safe, safe_ttl, kill, cool_ttl, owner = map(_text, replies)
         prefix = LOCK_KEY.format(symbol="")
         locked = {_text(k)[len(prefix):] async for k in r.scan_iter(match=prefix + "*", count=500)}
 
@@ -135,9 +137,11 @@ class GateActivities:
             if market:
                 unified = market[0]["symbol"]
                 rules = rules_from_market(exchange.market(unified), None)
-                ticker = await exchange.fetch_ticker(unified)
-                price = Decimal(str((ticker.get("info") or {}).get("lastPrice") or ticker["last"]))
-                price_time = int(ticker.get("timestamp") or await exchange.fetch_time())
+                price, price_time = self._feed_price(feed)
+                if price is None:  # no fresh price from the market feed: ask the exchange
+                    ticker = await exchange.fetch_ticker(unified)
+                    price = Decimal(str((ticker.get("info") or {}).get("lastPrice") or ticker["last"]))
+                    price_time = int(ticker.get("timestamp") or await exchange.fetch_time())
             if price_time is None:  # no market: the gates still judge by the exchange's clock
                 price_time = int(await exchange.fetch_time())
             balance = (await exchange.fetch_balance()).get("info") or {}
@@ -160,6 +164,19 @@ class GateActivities:
             free_margin=to_decimal(balance.get("availableBalance")),
             open_notional=open_notional,
         )
+
+    def _feed_price(self, fields: dict) -> tuple[Decimal | None, int | None]:
+        """The market feed's latest price and its exchange time, if the feed received it within
+        `feed_price_max_age_ms` of now (wall clock); else (None, None)."""
+        max_age = self._settings.feed_price_max_age_ms
+        fields = {_text(k): _text(v) for k, v in (fields or {}).items()}
+        try:
+            price, stamp, received = (Decimal(fields["price"]), int(fields["timestamp"]),
+                                      int(fields["received_ms"]))
+        except (KeyError, ValueError, ArithmeticError):
+            return None, None
+        fresh = max_age > 0 and abs(time.time() * 1000 - received) <= max_age
+        return (price, stamp) if fresh and price.is_finite() and price > 0 else (None, None)
 
     # -- verdicts --------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ readable words; the symbol lock belongs to exactly one workflow id.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -18,6 +19,9 @@ from activities.gates import (
     ReleaseLockRequest, SafeModeRequest, cooldown_key, lock_key,
 )
 from activities.risk_settings import RiskSettings
+from signals_ingest.feed_settings import FeedSettings
+from signals_ingest.market_feed import MarketFeed
+from signals_ingest.streams import latest_price_key
 from trading.intent import TradeIntent
 
 pytestmark = pytest.mark.integration
@@ -145,6 +149,24 @@ async def test_market_does_not_exist(exchange, redis_client, market_now):
 async def test_price_deviation(exchange, redis_client, market_now):
     intent = make_intent(market_now, entry_price="61500", stop_loss="60500", take_profit="64000")
     await assert_rejected_by(gates(exchange, redis_client), intent, "price_deviation", "2.44 %", "max 1 %")
+
+
+async def test_a_fresh_market_feed_price_is_used_and_a_stale_one_is_not(exchange, redis_client, market_now, paper):
+    assert await MarketFeed(redis_client, exchange, FeedSettings(symbols=[BTC])).poll_ticks() == 1
+    feed_time = int(await redis_client.hget(latest_price_key(BTC), "timestamp"))
+    paper.advance(1_000)
+    paper.set_price(BTC, 63050)  # the exchange moved after the feed's poll
+    report = await check(gates(exchange, redis_client), make_intent(market_now))
+    assert report.passed and (report.price, report.price_time_ms) == (Decimal("63000.00"), feed_time)
+
+    stale_ms = int(time.time() * 1000) - 2_500  # received longer ago than the 2 s allowed
+    await redis_client.hset(latest_price_key(BTC), "received_ms", stale_ms)
+    report = await check(gates(exchange, redis_client), make_intent(market_now))
+    assert (report.price, report.price_time_ms) == (Decimal("63050.00"), feed_time + 1_000)  # the ticker's
+
+    await redis_client.hset(latest_price_key(BTC), "received_ms", int(time.time() * 1000))
+    report = await check(gates(exchange, redis_client, feed_price_max_age_ms=0), make_intent(market_now))
+    assert report.price == Decimal("63050.00")  # 0: the feed is never used
 
 
 async def test_symbol_lock_is_exclusive_idempotent_and_released_only_by_its_owner(exchange, redis_client, market_now):
