@@ -30,3 +30,10 @@ SIGNAL_COOLDOWN_KEY = "quantum:signal:last_intent:{symbol}"
 
 def latest_price_key(symbol: str) -> str:
     return LATEST_PRICE_KEY.format(symbol=symbol)
+
+
+# Signal engine's own progress (added with the engine): the open time of the last candle
+# evaluated per symbol (a restarted or second engine never evaluates a candle twice), and the
+# id of the last klines entry evaluated (where a restarted engine resumes reading).
+SIGNAL_LAST_EVAL_KEY = "quantum:signal:last_eval:{symbol}"
+SIGNAL_CHECKPOINT_KEY = "quantum:signal:klines_checkpoint"
