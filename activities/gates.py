@@ -100,12 +100,12 @@ class _Snapshot(BaseModel):
     cooldown_ttl: int
     lock_owner: str | None
     locked_symbols: set[str]
-    rules: SymbolRules | None
-    price: Decimal | None
-    price_time_ms: int | None
-    equity: Decimal | None
-    free_margin: Decimal | None
-    open_notional: dict[str, Decimal]  # symbol id -> |notional| of open positions
+    rules: SymbolRules | None = None
+    price: Decimal | None = None
+    price_time_ms: int | None = None
+    equity: Decimal | None = None
+    free_margin: Decimal | None = None
+    open_notional: dict[str, Decimal] = {}  # symbol id -> |notional| of open positions
 
 
 class GateActivities:
@@ -120,7 +120,9 @@ class GateActivities:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    async def _snapshot(self, symbol: str) -> _Snapshot:
+    async def _read_redis(self, symbol: str) -> _Snapshot:
+        """The flags, locks and cooldown (one round trip), the feed's price if fresh, and the
+        market clock: everything the exchange-free gates need."""
         r = self._redis
         async with r.pipeline(transaction=False) as pipe:
             pipe.get(SAFE_MODE_KEY).ttl(SAFE_MODE_KEY).get(KILL_SWITCH_KEY)
@@ -129,41 +131,44 @@ class GateActivities:
             safe, safe_ttl, kill, cool_ttl, owner = map(_text, replies)
         prefix = LOCK_KEY.format(symbol="")
         locked = {_text(k)[len(prefix):] async for k in r.scan_iter(match=prefix + "*", count=500)}
+        price, price_time = self._feed_price(feed)
+        return _Snapshot(safe_mode=safe, safe_mode_ttl=safe_ttl, kill_switch=kill, cooldown_ttl=cool_ttl,
+                         lock_owner=owner, locked_symbols=locked, price=price, price_time_ms=price_time)
 
+    async def _market_clock(self, snap: _Snapshot) -> None:
+        """Market time for the stale check: the feed's price time, else the exchange's clock."""
+        if snap.price_time_ms is None:
+            exchange = await self._holder.exchange()
+            try:
+                snap.price_time_ms = int(await exchange.fetch_time())
+            except Exception as exc:  # noqa: BLE001
+                raise to_application_error(exc) from exc
+
+    async def _read_exchange(self, symbol: str, snap: _Snapshot) -> None:
+        """Rules, price (unless the feed gave a fresh one), balance and positions: the calls that
+        spend the exchange's request budget, made only for an intent the cheap gates let through."""
         exchange = await self._holder.exchange()
         market = (exchange.markets_by_id or {}).get(symbol)
-        rules = price = price_time = None
         try:
             if market:
                 unified = market[0]["symbol"]
-                rules = rules_from_market(exchange.market(unified), None)
-                price, price_time = self._feed_price(feed)
-                if price is None:  # no fresh price from the market feed: ask the exchange
+                snap.rules = rules_from_market(exchange.market(unified), None)
+                if snap.price is None:  # no fresh price from the market feed: ask the exchange
                     ticker = await exchange.fetch_ticker(unified)
-                    price = Decimal(str((ticker.get("info") or {}).get("lastPrice") or ticker["last"]))
-                    price_time = int(ticker.get("timestamp") or await exchange.fetch_time())
-            if price_time is None:  # no market: the gates still judge by the exchange's clock
-                price_time = int(await exchange.fetch_time())
+                    snap.price = Decimal(str((ticker.get("info") or {}).get("lastPrice") or ticker["last"]))
             balance = (await exchange.fetch_balance()).get("info") or {}
             positions = await exchange.fetch_positions()
         except Exception as exc:  # noqa: BLE001
             raise to_application_error(exc) from exc
-        open_notional: dict[str, Decimal] = {}
         for p in positions:
             info = p.get("info") or {}
             amount = to_decimal(info.get("positionAmt")) or Decimal(0)
             if amount:
                 mark = to_decimal(info.get("markPrice")) or to_decimal(p.get("markPrice")) or Decimal(0)
                 notional = to_decimal(info.get("notional")) or amount * mark
-                open_notional[info.get("symbol") or p["symbol"]] = abs(notional)
-        return _Snapshot(
-            safe_mode=safe, safe_mode_ttl=safe_ttl, kill_switch=kill, cooldown_ttl=cool_ttl,
-            lock_owner=owner, locked_symbols=locked, rules=rules, price=price,
-            price_time_ms=price_time,
-            equity=to_decimal(balance.get("totalMarginBalance")),
-            free_margin=to_decimal(balance.get("availableBalance")),
-            open_notional=open_notional,
-        )
+                snap.open_notional[info.get("symbol") or p["symbol"]] = abs(notional)
+        snap.equity = to_decimal(balance.get("totalMarginBalance"))
+        snap.free_margin = to_decimal(balance.get("availableBalance"))
 
     def _feed_price(self, fields: dict) -> tuple[Decimal | None, int | None]:
         """The market feed's latest price and its exchange time, if the feed received it within
@@ -180,7 +185,8 @@ class GateActivities:
 
     # -- verdicts --------------------------------------------------------------------------------
 
-    def _verdicts(self, request: GateRequest, snap: _Snapshot) -> list[GateVerdict]:
+    def _redis_verdicts(self, request: GateRequest, snap: _Snapshot) -> list[GateVerdict]:
+        """The gates decided by Redis and the market clock alone (no exchange budget spent)."""
         s, intent, symbol = self._settings, request.intent, request.intent.symbol
         out: list[GateVerdict] = []
 
@@ -208,6 +214,14 @@ class GateActivities:
         gate("cooldown", snap.cooldown_ttl == -2,  # -2: no key; -1: key without expiry
              f"{symbol} is cooling down after a close ({_ttl_text(snap.cooldown_ttl)})",
              f"{symbol} is not cooling down")
+        return out
+
+    def _exchange_verdicts(self, request: GateRequest, snap: _Snapshot) -> list[GateVerdict]:
+        s, intent, symbol = self._settings, request.intent, request.intent.symbol
+        out: list[GateVerdict] = []
+
+        def gate(name: str, passed: bool, fail: str, ok: str) -> None:
+            out.append(GateVerdict(name=name, passed=passed, detail=ok if passed else fail))
 
         others = (set(snap.open_notional) | snap.locked_symbols) - {symbol}
         gate("max_open_trades", len(others) < s.max_open_trades,
@@ -293,8 +307,20 @@ class GateActivities:
     @activity.defn(name="run_gates")
     async def run_gates(self, request: GateRequest) -> GateReport:
         symbol = request.intent.symbol
-        snap = await self._snapshot(symbol)
-        verdicts = self._verdicts(request, snap)
+        snap = await self._read_redis(symbol)
+        if request.now_ms is None:
+            await self._market_clock(snap)
+        verdicts = self._redis_verdicts(request, snap)
+        refused = next((v.name for v in verdicts if not v.passed), None)
+        if refused is None:
+            await self._read_exchange(symbol, snap)
+            verdicts += self._exchange_verdicts(request, snap)
+        else:
+            # A stale intent (a replayed backlog), safe mode, the kill switch...: it cannot trade,
+            # so it spends none of the exchange's request budget that live trades need.
+            verdicts += [GateVerdict(name=name, passed=False, checked=False,
+                                     detail=f"not checked: already refused by {refused}")
+                         for name in GATE_ORDER[len(verdicts):-1]]
         others_ok = all(v.passed for v in verdicts)
         lock, acquired = await self._lock_verdict(request.workflow_id, symbol, snap.lock_owner,
                                                   take=others_ok)

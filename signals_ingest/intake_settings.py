@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from signals_ingest.streams import INTAKE_GROUP, TRADE_INTENT_DLQ_STREAM, TRADE_INTENT_STREAM
@@ -43,8 +43,8 @@ class IntakeSettings(BaseSettings):
     # Reclaiming: entries pending longer than this on a consumer that stopped refreshing them
     # (it died) are taken over with XAUTOCLAIM. Live consumers refresh their in-flight entries
     # every `claim_interval_s`, so this must be comfortably larger than that interval.
-    claim_idle_ms: int = Field(30_000, ge=100, description="idle time before a pending entry is reclaimed")
-    claim_interval_s: float = Field(5.0, gt=0, le=3_600, description="how often to reclaim / refresh")
+    claim_idle_ms: int = Field(10_000, ge=100, description="idle time before a pending entry is reclaimed")
+    claim_interval_s: float = Field(2.0, gt=0, le=3_600, description="how often to reclaim / refresh")
     # An entry delivered this many times without being started or dead-lettered is treated as
     # poison (it keeps crashing its consumer): dead-lettered with that reason.
     max_deliveries: int = Field(20, ge=2, le=10_000)
@@ -75,3 +75,12 @@ class IntakeSettings(BaseSettings):
         if value not in ("0", "$") and not value.replace("-", "").isdigit():
             raise ValueError("must be '0', '$' or a stream id like 1700000000000-0")
         return value
+
+    @model_validator(mode="after")
+    def _claim_after_refresh(self) -> IntakeSettings:
+        if self.claim_idle_ms < 2 * self.claim_interval_s * 1000:
+            raise ValueError(
+                f"claim_idle_ms ({self.claim_idle_ms}) must be at least twice claim_interval_s "
+                f"({self.claim_interval_s} s): a live consumer refreshes its entries only that often, "
+                "so a shorter idle time would take entries away from consumers that are alive")
+        return self

@@ -22,6 +22,9 @@ class GateVerdict(BaseModel):
     name: str
     passed: bool
     detail: str
+    # False: not evaluated because an earlier, cheaper gate already refused the intent (the
+    # verdict then counts as not passed, and its detail says which gate refused).
+    checked: bool = True
 
 
 class GateReport(BaseModel):

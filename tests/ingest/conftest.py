@@ -23,7 +23,7 @@ from signals_ingest.streams import TRADE_INTENT_STREAM
 
 def intake_settings(**overrides: Any) -> IntakeSettings:
     base = dict(consumer=f"test-{uuid.uuid4().hex[:6]}", task_queue=f"intake-test-{uuid.uuid4().hex[:8]}",
-                metrics_port=0, claim_interval_s=0.2, claim_idle_ms=1_000, stats_interval_s=0.2,
+                metrics_port=0, claim_interval_s=0.1, claim_idle_ms=1_000, stats_interval_s=0.2,
                 block_ms=100, backoff_initial_s=0.1, backoff_max_s=0.5)
     base.update(overrides)
     return IntakeSettings(**base)

@@ -69,7 +69,7 @@ async def test_sigkill_of_an_ingest_process_mid_batch_loses_nothing_and_starts_n
     env = worker_env(temporal_env.client.service_client.config.target_host, redis_server.url, paper, tmp_path)
     env.update({"QT_INGEST_CONSUMER": "ingest-a", "QT_INGEST_MAX_IN_FLIGHT": "8",
                 "QT_INGEST_TASK_QUEUE": settings.task_queue, "QT_INGEST_METRICS_PORT": "0",
-                "QT_INGEST_CLAIM_IDLE_MS": "1500"})
+                "QT_INGEST_CLAIM_IDLE_MS": "1500", "QT_INGEST_CLAIM_INTERVAL_S": "0.5"})
     log = open(tmp_path / "ingest-a.log", "wb")
     command = worker_command()[:-3] + ["ingest", "--only", "intake"]  # `qt ingest`, this venv
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

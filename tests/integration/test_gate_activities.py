@@ -57,7 +57,10 @@ async def assert_rejected_by(acts, intent, gate: str, *words: str, workflow_id: 
     report = await check(acts, intent, workflow_id)
     assert not report.passed and not report.lock_acquired
     assert [v.name for v in report.verdicts] == list(GATE_ORDER)  # every verdict, always
-    assert [v.name for v in report.verdicts if not v.passed] == [gate]
+    assert [v.name for v in report.verdicts if not v.passed and v.checked] == [gate]
+    # Once an exchange-free gate refused, the exchange gates are not evaluated (no calls spent).
+    skipped = [v for v in report.verdicts if not v.checked]
+    assert all(not v.passed and v.detail == f"not checked: already refused by {gate}" for v in skipped)
     assert report.rejection_reason.startswith(f"{gate}: ")
     for word in words:
         assert word in report.rejection_reason, report.rejection_reason
@@ -206,3 +209,25 @@ async def test_release_by_a_non_owner_keeps_the_lock_and_starts_no_cooldown(exch
     assert not result.released and result.owner == "trade-a"
     assert await redis_client.get(lock_key(BTC)) == "trade-a"
     assert await redis_client.exists(cooldown_key(BTC)) == 0
+
+
+async def test_a_stale_intent_spends_no_exchange_budget(exchange, redis_client, market_now):
+    """A replayed backlog of stale intents must not eat the request weight live trades need:
+    the stale gate refuses with the market clock alone, before balance/positions/ticker."""
+    urls: list[str] = []
+    real_fetch = exchange.fetch
+
+    def counting_fetch(url, *args, **kwargs):  # observes ccxt's HTTP calls, changes nothing
+        urls.append(url)
+        return real_fetch(url, *args, **kwargs)
+
+    exchange.fetch = counting_fetch
+    try:
+        intent = make_intent(market_now - timedelta(seconds=300))
+        report = await assert_rejected_by(gates(exchange, redis_client), intent, "stale_intent")
+    finally:
+        exchange.fetch = real_fetch
+    exchange_gates = GATE_ORDER[GATE_ORDER.index("cooldown") + 1:-1]
+    assert [v.name for v in report.verdicts if not v.checked] == list(exchange_gates)
+    assert report.equity is None and report.market_rules is None
+    assert [u.split("?")[0].rsplit("/", 1)[-1] for u in urls] == ["time"]  # the market clock only

@@ -52,6 +52,7 @@ def test_dead_letter_keeps_the_original_fields_the_id_and_a_readable_error():
     ({"group_start_id": "yesterday"}, "must be '0', '$' or a stream id"),
     ({"max_in_flight": 0}, "greater than or equal to 1"),
     ({"claim_idle_ms": 10}, "greater than or equal to 100"),
+    ({"claim_idle_ms": 1_000, "claim_interval_s": 1.0}, "must be at least twice claim_interval_s"),
     ({"consumer": ""}, "at least 1 character"),
     ({"backoff_initial_s": -1}, "greater than 0"),
 ])
