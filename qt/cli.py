@@ -4,7 +4,8 @@
     qt demo                   the main job: stack, replayed market, trades, summary
     qt paper-exchange         the paper exchange alone (what `qt up` starts)
     qt worker --queue NAME    a Temporal worker for one task queue (or `all`)
-    qt ingest                 Redis Streams -> TradeWorkflow starts
+    qt ingest                 Redis Streams -> TradeWorkflow starts; market feed; signal engine
+    qt train-model            train the signal engine's LightGBM model on the shipped candles
     qt api                    the HTTP API
 """
 
@@ -88,22 +89,38 @@ def demo(
     timeout: float = typer.Option(240.0, min=5.0, help="wall seconds during which new trades are opened, until every exit reason appeared"),
     max_hold: float = typer.Option(45.0, "--max-hold", min=5.0, help="the policy's time limit, in market minutes (TIME_LIMIT exits)"),
     kill_threshold: float = typer.Option(0.66, min=0.01, help="kill score that closes a trade (production: 0.7; 0.66 = a regime flip alone)"),
-    warmup: int = typer.Option(25, min=20, help="closed 5-minute candles to wait for before trading (the kill score needs 20)"),
+    warmup: int = typer.Option(50, min=20, help="closed 5-minute candles to wait for before trading (the signal engine's window is 48)"),
+    threshold: float = typer.Option(0.6, min=0.0, max=1.0, help="signal confidence that publishes an intent (production: 0.65)"),
+    cooldown: float = typer.Option(15.0, min=0.0, help="market minutes between two intents of one symbol"),
 ) -> None:
-    """The main job: stack, replayed market, one TradeWorkflow per intent, every exit reason, a
-    summary whose PnL is checked against the paper account. Exit code 0 only if every exit reason
-    appeared and the PnL matches to the cent."""
+    """The main job: stack, replayed market → market feed → signal engine → intents → intake →
+    one TradeWorkflow per intent → closes, and a summary whose PnL is checked against the paper
+    account. Exit code 0 when trades closed, nothing failed and the PnL matches to the cent."""
     from qt.demo import DemoOptions, run_demo
     from qt.launcher import LauncherError
 
     opts = DemoOptions(speed=speed, symbols=[s.strip() for s in symbols.split(",") if s.strip()],
                        timeout_s=timeout, max_hold_min=max_hold, kill_threshold=kill_threshold,
-                       warmup_candles=warmup)
+                       warmup_candles=warmup, confidence_threshold=threshold, cooldown_min=cooldown)
     try:
         code = asyncio.run(run_demo(opts))
     except (LauncherError, ValueError) as exc:
         _fail(str(exc))
     raise typer.Exit(code=code)
+
+
+@app.command("train-model")
+def train_model(
+    out: str = typer.Option("models/signal_lgbm", help="directory for model.txt + model.json (a running engine reloads them)"),
+    version: str = typer.Option("v1", help="the model's version label"),
+) -> None:
+    """Train the signal engine's LightGBM model on the shipped candles (time-ordered split) and
+    print its validation metrics beside the baselines."""
+    from pathlib import Path
+
+    from signals_ingest.train_model import train_and_save
+
+    console.print(train_and_save(Path(out), version=version).text())
 
 
 @app.command("paper-exchange")

@@ -9,15 +9,21 @@
    intent 10 wall seconds of market time (at 300x, 120 market seconds pass in 0.4 s).
 3. Warm-up: the paper exchange has no candles before its replay start and the kill score needs
    20 closed candles, so the demo waits for 25 (seconds at 300x).
-4. Intents for several symbols, built like the old producers' (SPEC field names; side from a
-   trend rule on the last hour of klines), each started with `start_trade`: one TradeWorkflow
-   per intent. When a symbol's trade ends another one opens there, until every exit reason
-   has appeared or `--timeout` runs out. SL, TP, TRAILING, KILL_SCORE and TIME_LIMIT come from
-   the replayed market and the policy (no price is pinned); MANUAL is the demo sending the
-   `close` update to one trade, KILLED the demo cancelling one trade's workflow.
+4. The signal pipeline runs in this process as `qt ingest` runs it (`qt/demo_pipeline.py`): the
+   market feed polls the paper exchange through ccxt into `quantum:stream:market.klines`, the
+   signal engine scores every closed candle with the shipped LightGBM model (or the
+   `fallback-trend-following` rule) and publishes intents with the old producers' fields to
+   `quantum:stream:trade.intent`, and the intake starts one TradeWorkflow per intent. The demo
+   only reads that stream to follow each intent to its workflow's result. It runs until every
+   exit reason has appeared or `--timeout` runs out, then stops the signals and lets the open
+   trades finish. SL, TP, TRAILING, KILL_SCORE and TIME_LIMIT come from the replayed market and
+   the policy (no price is pinned); MANUAL is the demo sending the `close` update to one trade,
+   KILLED the demo cancelling one trade's workflow.
 5. Summary: one row per trade from its `TradeResult`, the paper account's `walletBalance`
    change from just before the first trade to after the last one closed, and whether the two
-   agree to the cent. Exit code 0 only when every exit reason appeared and the PnL matches.
+   agree to the cent, the win rate, and the exit reasons seen. Exit code 0 when at least one
+   trade closed, nothing failed and the PnL matches (a missing exit reason is reported, not an
+   error: which ones appear is up to the market and the model).
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-import ccxt.async_support as ccxt
 import httpx
 import redis.asyncio as aioredis
 from rich.console import Console
@@ -51,7 +56,8 @@ from activities.price_hub import PriceHub
 from activities.risk_settings import RiskSettings
 from activities.schemas.policy import MonitorPolicy, TradePolicy
 from paper_exchange.config import PaperSettings
-from qt.demo_market import PaperControls, build_intent, closed_candle_count, market_time
+from qt.demo_market import IntentPlan, PaperControls, closed_candle_count, market_time
+from qt.demo_pipeline import DemoPipeline, IntentWatcher, PipelineOptions, SeenIntent, result_once_started
 from qt.demo_view import (
     REQUIRED_REASONS,
     DemoSummary,
@@ -69,7 +75,6 @@ from trading.models import ExitReason, TradeStatus
 from workers.main import build_workers
 from workers.queues import QUEUES
 from workers.registry import Dependencies, WorkerSettings
-from workflows.starter import start_trade
 from workflows.trade_state import CloseRequest, TradeResult, TradeState
 
 D = Decimal
@@ -77,8 +82,6 @@ DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "NEARUSDT", "XRPUSDT", "FHEUSDT", "XLMU
 TICK_S = 0.25  # how often the live view is redrawn
 STATE_POLL_S = 0.3  # how often each trade's `state` query is read
 OPERATOR_AFTER_S = 1.0  # wall seconds a trade is OPEN before the demo closes / kills it
-MAX_OPEN_FAILURES = 5  # consecutive errors while starting a trade before a symbol gives up
-RETRY_REJECTED_S = 2.0  # wall seconds before a symbol whose intent was rejected gets another
 CLEANUP_WAIT_S = 60.0
 WARMUP_SPEED = 1200.0  # the replay's speed while the demo waits for candle history
 
@@ -90,7 +93,9 @@ class DemoOptions:
     timeout_s: float = 240.0  # wall seconds during which new trades are opened
     max_hold_min: float = 45.0  # market minutes: the policy's time limit
     kill_threshold: float = 0.66  # production default 0.7 (see `demo_policy`)
-    warmup_candles: int = 25
+    warmup_candles: int = 50  # the signal engine's 48-candle window, and the kill score's 20
+    confidence_threshold: float = 0.6  # production default 0.65 (QT_SIGNAL_CONFIDENCE_THRESHOLD)
+    cooldown_min: float = 15.0  # market minutes between two intents of one symbol
     position_size_usd: Decimal = D("100")  # margin per trade (intent field)
     leverage: int = 5
 
@@ -166,9 +171,11 @@ class DemoRun:
     """Opens trades on free symbols until every exit reason appeared (or time is up)."""
 
     def __init__(self, opts: DemoOptions, client: Client, exchange, controls: PaperControls,
-                 console: Console, symbols: list[str]) -> None:
+                 console: Console, symbols: list[str], pipeline: DemoPipeline, watcher: IntentWatcher) -> None:
         self.opts, self.client, self.exchange, self.controls = opts, client, exchange, controls
         self.console, self.symbols = console, symbols
+        self.pipeline, self.watcher = pipeline, watcher
+        self._followers: list[asyncio.Task] = []
         self.run_id = uuid.uuid4().hex[:6]
         self.trades: list[DemoTrade] = []
         self.market_ms: int | None = None
@@ -193,45 +200,38 @@ class DemoRun:
     # -- one lane per symbol: open a trade, follow it to its end, open the next --------------
 
     def opening(self) -> bool:
+        """New intents are welcome (the signal engine runs) until every exit reason appeared
+        or `timeout_s` passed."""
         return (not self._stop_opening and bool(self.missing())
                 and time.monotonic() - self._started < self.opts.timeout_s)
 
-    async def _lane(self, symbol: str, live: Live) -> None:
-        failures = 0
-        while self.opening():
-            try:
-                trade = await self._open(symbol, live)
-                failures = 0
-            except (ccxt.BaseError, RPCError) as exc:  # the exchange or Temporal hiccuped
-                failures += 1
-                self._say(live, f"[yellow]{symbol}: could not start a trade ({type(exc).__name__}: {exc})[/]")
-                if failures >= MAX_OPEN_FAILURES:
-                    raise
-                trade = None
-            if trade is None:
-                await asyncio.sleep(RETRY_REJECTED_S)
+    async def _watch(self, live: Live) -> None:
+        """Follow every intent the pipeline publishes (until the signals stop and the stream
+        is quiet) to its workflow's result."""
+        quiet_since: float | None = None
+        while True:
+            batch = await self.watcher.next_batch()
+            for seen in batch:
+                self._track(seen, live)
+            if self.opening() or batch:
+                quiet_since = None
                 continue
-            await self._follow(trade, live)
-            if trade.result is not None and trade.result.status is TradeStatus.REJECTED:
-                await asyncio.sleep(RETRY_REJECTED_S)
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since > 2.0:  # signals stopped, nothing in flight
+                return
 
-    async def _open(self, symbol: str, live: Live) -> DemoTrade | None:
+    def _track(self, seen: SeenIntent, live: Live) -> None:
         self._count += 1
-        n = self._count
-        intent_id = f"demo-{self.run_id}-{n:02d}-{symbol.removesuffix('USDT').lower()}"
-        plan = await build_intent(self.exchange, symbol, intent_id,
-                                  position_size_usd=self.opts.position_size_usd, leverage=self.opts.leverage)
-        if plan is None:
-            return None
-        handle, started = await start_trade(self.client, plan.fields)
-        if not started:  # cannot happen with a fresh run id; never count a trade twice
-            self.problems.append(f"{handle.id} already existed: not started again")
-            return None
-        trade = DemoTrade(n=n, plan=plan, handle=handle, result_task=asyncio.create_task(handle.result()))
+        intent = seen.intent
+        plan = IntentPlan(fields=seen.fields, symbol=intent.symbol, side=intent.side.value,
+                          price=intent.entry_price, why=intent.reason or intent.model)
+        handle = self.client.get_workflow_handle(seen.workflow_id, result_type=TradeResult)
+        trade = DemoTrade(n=self._count, plan=plan, handle=handle,
+                          result_task=asyncio.create_task(result_once_started(handle)))
         self.trades.append(trade)
-        self._say(live, f"[dim]{market_time(self.market_ms or 0)}[/]  start  {handle.id}  "
-                        f"{plan.side:4} {symbol} @ {plan.price}  ({plan.why})")
-        return trade
+        self._followers.append(asyncio.create_task(self._follow(trade, live)))
+        self._say(live, f"[dim]{market_time(self.market_ms or 0)}[/]  intent {handle.id}  "
+                        f"{plan.side:4} {intent.symbol} @ {plan.price} conf {intent.confidence:.2f}  ({plan.why})")
 
     async def _follow(self, trade: DemoTrade, live: Live) -> None:
         """Poll the trade's `state` query until its workflow returns its result."""
@@ -329,13 +329,18 @@ class DemoRun:
         lanes: list[asyncio.Task] = []
         try:
             with Live(console=self.console, refresh_per_second=4, transient=True) as live:
-                lanes = [asyncio.create_task(self._lane(s, live), name=f"lane:{s}") for s in self.symbols]
-                while not all(lane.done() for lane in lanes):
+                lanes = [asyncio.create_task(self._watch(live), name="intent watcher")]
+                while not all(lane.done() for lane in lanes) or not all(f.done() for f in self._followers):
                     now = time.monotonic()
                     opening = self.opening()
+                    for failure in self.pipeline.failures():
+                        if failure not in self.problems:
+                            self.problems.append(failure)
+                            self._stop_opening = True
                     if opening:
                         self._operator_step(live)
                     else:
+                        self.pipeline.stop_signals()
                         drain_started = drain_started or now
                         if now - drain_started > drain_limit:
                             self._say(live, "[yellow]trades still open past the time limit: killing them[/]")
@@ -344,11 +349,11 @@ class DemoRun:
                         market = await self.controls.state()
                         self.market_ms = int(market["clock"]["market_ms"])
                         self.prices = {s: D(str(p)) for s, p in market["prices"].items()}
-                    phase = ("opening trades until every exit reason appeared" if opening
-                             else "no new trades: waiting for the open ones to close")
+                    phase = ("signal engine → intents → TradeWorkflows, until every exit reason appeared"
+                             if opening else "signals stopped: waiting for the open trades to close")
                     live.update(live_view(self.trades, self.market_ms, self.prices, self.opts.speed,
                                           now - self._started, self.opts.timeout_s, phase))
-                    await asyncio.wait(lanes, timeout=TICK_S)
+                    await asyncio.sleep(TICK_S)
                 for lane in lanes:  # a lane that crashed is a problem worth showing
                     if lane.exception() is not None:
                         exc = lane.exception()
@@ -359,10 +364,14 @@ class DemoRun:
             self.problems.append("interrupted: the trades still open were killed")
         finally:
             self._stop_opening = True
+            self.pipeline.stop_signals()
             for lane in lanes:
                 lane.cancel()
             await asyncio.gather(*lanes, return_exceptions=True)
             await self._cleanup()
+            for follower in self._followers:
+                follower.cancel()
+            await asyncio.gather(*self._followers, return_exceptions=True)
         if self._operator is not None:
             await asyncio.gather(self._operator, return_exceptions=True)
         end_state = await self.controls.state()
@@ -493,10 +502,24 @@ async def demo_main(opts: DemoOptions, *, console: Console | None = None,
         if not symbols:
             raise ValueError("no symbol the exchange lists was given")
         await warm_up(exchange, controls, symbols[0], opts.warmup_candles, console, opts.speed)
-        console.print(f"Workers for every queue run in this process (log: {log_path})")
-        async with running_workers(client, exchange, redis, demo_policy(opts),
-                                   demo_risk(opts.speed), log_path):
-            summary = await DemoRun(opts, client, exchange, controls, console, symbols).run()
+        console.print(f"Workers for every queue, the market feed, the signal engine and the intent intake "
+                      f"run in this process (log: {log_path})")
+        risk = demo_risk(opts.speed)
+        pipeline = DemoPipeline(client, exchange, settings.effective_redis_url, PipelineOptions(
+            symbols=symbols, max_intent_age_s=risk.max_intent_age_s, confidence_threshold=opts.confidence_threshold,
+            cooldown_s=opts.cooldown_min * 60, position_size_usd=opts.position_size_usd, leverage=opts.leverage))
+        model = pipeline.engine.registry.current()
+        console.print(f"Signals: {model.label if model else 'fallback-trend-following (no model loaded)'}, "
+                      f"confidence ≥ {opts.confidence_threshold:g}, cooldown {opts.cooldown_min:g} market min per symbol")
+        watcher = IntentWatcher(redis)
+        async with running_workers(client, exchange, redis, demo_policy(opts), risk, log_path):
+            await watcher.begin()
+            await pipeline.start()
+            try:
+                summary = await DemoRun(opts, client, exchange, controls, console, symbols,
+                                        pipeline, watcher).run()
+            finally:
+                await pipeline.close()
     finally:
         with contextlib.suppress(Exception):
             await controls.set_speed(previous_speed)

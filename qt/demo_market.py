@@ -6,9 +6,8 @@
 - `closed_candle_count` / warm-up: the paper exchange has no candles before its replay start,
   and the kill score needs at least 20 closed 5-minute candles (`get_market_features` returns
   None before), so the demo waits for a few more than that first.
-- `build_intent`: one trade intent with the old producers' field names (SPEC "Input"), from the
-  symbol's recent closed klines. The side comes from a simple trend rule (last hour up → BUY):
-  a placeholder until the signal engine lands.
+- `IntentPlan`: what the demo shows about an intent it follows (the intents themselves come
+  from the signal engine through `quantum:stream:trade.intent`).
 """
 
 from __future__ import annotations
@@ -21,10 +20,6 @@ from typing import Any
 import httpx
 
 from activities.market import closed_candles
-from trading.features import MIN_CANDLES, compute_features
-
-TREND_CANDLES = 12  # the trend rule looks at the last hour of 5-minute candles
-FEATURE_WINDOW = 48  # as the workflow's entry features (get_market_features)
 
 
 class PaperControls:
@@ -73,49 +68,6 @@ class IntentPlan:
     side: str
     price: Decimal
     why: str
-
-
-async def build_intent(exchange: Any, symbol: str, intent_id: str, *, position_size_usd: Decimal,
-                       leverage: int) -> IntentPlan | None:
-    """An intent for `symbol` at its current price and the exchange's market clock; None while
-    the exchange has too few closed candles for features (warm-up not over)."""
-    unified = exchange.markets_by_id[symbol][0]["symbol"]
-    now_ms = int(await exchange.fetch_time())
-    rows = await exchange.fetch_ohlcv(unified, "5m", limit=FEATURE_WINDOW + 1)
-    candles = closed_candles(rows, now_ms)[-FEATURE_WINDOW:]
-    features = compute_features(candles)
-    if features is None or len(candles) < max(MIN_CANDLES, TREND_CANDLES + 1):
-        return None
-    ticker = await exchange.fetch_ticker(unified)
-    price = Decimal(str((ticker.get("info") or {}).get("lastPrice") or ticker["last"]))
-    market_ms = int(ticker.get("timestamp") or now_ms)
-
-    # The trend rule: follow the last hour's direction (placeholder for the signal engine).
-    then, last = candles[-TREND_CANDLES - 1].close, candles[-1].close
-    move_pct = (last - then) / then * 100
-    side = "BUY" if last >= then else "SELL"
-    # Confidence grows with how clean the move was (efficiency ratio, 0..1): 0.60..0.95.
-    confidence = round(0.60 + 0.35 * features.trend_strength, 3)
-    why = f"trend rule: last hour {move_pct:+.2f} %, regime {features.regime}"
-    fields = {
-        "intent_id": intent_id,
-        "symbol": symbol,
-        "side": side,
-        "confidence": str(confidence),
-        "entry_price": format(price, "f"),
-        "position_size_usd": format(position_size_usd, "f"),
-        "leverage": str(leverage),
-        "timestamp": datetime.fromtimestamp(market_ms / 1000, UTC).isoformat(),
-        "model": "demo-trend-rule",
-        "reason": why,
-        # As the old producers write them: ATR as a fraction of price, volatility relative to
-        # its longer-run level, the regime label.
-        "atr_value": f"{features.atr_pct:.6f}",
-        "volatility_factor": f"{features.volatility_factor:.4f}",
-        "regime": features.regime,
-        "source": "demo",
-    }
-    return IntentPlan(fields=fields, symbol=symbol, side=side, price=price, why=why)
 
 
 def market_time(ms: int) -> str:
