@@ -206,8 +206,18 @@ async def run_ours(stack: Stack, backlog, kill_at: float) -> dict:
     ids = {workflow_id_for(parse_stream_fields(fields)): stale for fields, stale in backlog}
     started = await wait_for(lambda: stack.client.count_workflows("WorkflowType = 'TradeWorkflow'"),
                              lambda c: c.count >= len(ids), 60, "visibility did not show every start")
-    print(f"  ours: drained in {drain_s:.1f} s; running every workflow to its decision "
-          f"(qt worker --queue all)...", flush=True)
+    return {
+        "drain_s": drain_s, "lost": n - started.count - final.dlq_length, "stranded_pending": stranded,
+        "duplicates": started.count - len(ids), "dead_lettered": final.dlq_length,
+        "duplicates_detected": int(stats.get("duplicates", 0)) if stats else None,
+        "reclaimed": int(stats.get("reclaimed", 0)) if stats else None, "ids": ids,
+    }
+
+
+async def decide_ours(stack: Stack, ours: dict) -> dict:
+    """Run every started TradeWorkflow to its decision; which intents placed an entry order?"""
+    ids = ours["ids"]
+    print("  ours: running every workflow to its decision (qt worker --queue all)...", flush=True)
     decided_began = time.monotonic()
     worker = worker_subprocess(stack, "all", stack.tmp / "worker.log")
     try:
@@ -225,28 +235,22 @@ async def run_ours(stack: Stack, backlog, kill_at: float) -> dict:
         statuses = Counter()
         for status in ("REJECTED", "OPEN", "CLOSED", "FAILED", "ENTERING", "EXITING"):
             statuses[status] = (await stack.client.count_workflows(f"TradeStatus = '{status}'")).count
-        stale_rejected = (await stack.client.count_workflows("TradeStatus = 'REJECTED'")).count
     finally:
         stop_process(worker)
     audit = await stack._call("GET", "/_paper/orders")
     entered = {row["client_id"][: -len("-entry")] for row in audit
                if str(row.get("client_id", "")).endswith("-entry") and row["result"] in ("accepted", "filled")}
     return {
-        "drain_s": drain_s, "lost": n - started.count - final.dlq_length, "stranded_pending": stranded,
-        "duplicates": started.count - len(ids), "dead_lettered": final.dlq_length,
-        "duplicates_detected": int(stats.get("duplicates", 0)) if stats else None,
-        "reclaimed": int(stats.get("reclaimed", 0)) if stats else None,
         "stale_executed": sum(1 for wid in entered if ids.get(wid)),
         "fresh_executed": sum(1 for wid in entered if ids.get(wid) is False),
         "decided_s": decided_s, "statuses": {k: v for k, v in statuses.items() if v},
-        "rejected": stale_rejected,
     }
 
 
 # ============================================================================== report
 
 
-def report(n: int, stale: int, naive: dict, ours: dict) -> None:
+def report_drain(n: int, stale: int, naive: dict, ours: dict) -> None:
     print()
     print(f"Backlog: {n:,} seed-format intents ({stale:,} stale, {n - stale:,} fresh); "
           "each side SIGKILLed once mid-drain and restarted")
@@ -257,17 +261,21 @@ def report(n: int, stale: int, naive: dict, ours: dict) -> None:
          f"{ours['stranded_pending']} (reclaimed: {ours['reclaimed']})"),
         ("entries lost after the SIGKILL", str(naive["lost"]), str(ours["lost"])),
         ("duplicate starts / executions", str(naive["duplicates"]), str(ours["duplicates"])),
-        ("stale intents executed", f"{naive['stale_executed']:,}", str(ours["stale_executed"])),
+        ("stale intents executed", f"{naive['stale_executed']:,}", "(next: workflows decide)"),
     ]
     width = max(len(r[0]) for r in rows) + 2
     print(f"{'':{width}}{'naive consumer group':>28}{'ours (qt ingest)':>28}")
     for label, a, b in rows:
         print(f"{label:{width}}{a:>28}{b:>28}")
+    print(f"ours: duplicates detected and acknowledged without a second run: {ours['duplicates_detected']}; "
+          f"dead-lettered: {ours['dead_lettered']}", flush=True)
+
+
+def report_decided(decided: dict) -> None:
     print()
-    print(f"ours, more: duplicates detected and acknowledged without a second run: {ours['duplicates_detected']}; "
-          f"dead-lettered: {ours['dead_lettered']}; every workflow decided {ours['decided_s']:.0f} s after the "
-          f"drain; statuses {ours['statuses']}; fresh intents that traded: {ours['fresh_executed']} "
-          "(one open trade per symbol: the symbol lock refuses the rest)")
+    print(f"ours, stale intents executed: {decided['stale_executed']} (every workflow decided "
+          f"{decided['decided_s']:.0f} s after the drain; statuses {decided['statuses']}); fresh intents that "
+          f"traded: {decided['fresh_executed']} (one open trade per symbol: the symbol lock refuses the rest)")
 
 
 async def main() -> None:
@@ -283,7 +291,8 @@ async def main() -> None:
         print(f"  naive: drained in {naive['drain_s']:.1f} s", flush=True)
         print(f"our intake: {args.entries:,} entries...", flush=True)
         ours = await run_ours(stack, backlog, args.kill_at)
-        report(args.entries, stale, naive, ours)
+        report_drain(args.entries, stale, naive, ours)
+        report_decided(await decide_ours(stack, ours))
 
 
 if __name__ == "__main__":
