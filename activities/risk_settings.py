@@ -6,13 +6,13 @@ stop) and the SPEC elsewhere (stale after 120 s of market time, at most 1 % pric
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from qt.settings import symbol_list
 from trading.sizing import SizingPolicy
 
 
@@ -41,12 +41,7 @@ class RiskSettings(BaseSettings):
     @field_validator("allowlist", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
-        # QT_RISK_ALLOWLIST=BTCUSDT,ETHUSDT as well as a JSON list
-        if isinstance(value, str):
-            text = value.strip()
-            items = json.loads(text) if text.startswith("[") else text.split(",")
-            return [str(s).strip().upper() for s in items if str(s).strip()]
-        return value
+        return symbol_list(value)
 
     def sizing_policy(self) -> SizingPolicy:
         return SizingPolicy(

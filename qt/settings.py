@@ -8,6 +8,7 @@ The paper exchange has its own `PaperSettings` (`QT_PAPER_`) in `paper_exchange/
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +28,21 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "Leverage": "Double",
     "Confidence": "Double",
 }
+
+
+def symbol_list(value: object) -> object:
+    """`BTCUSDT,ETHUSDT` or a JSON list → upper-case, trimmed, empties dropped (a `mode="before"`
+    validator for the `*_SYMBOLS` / `*_ALLOWLIST` settings, declared with `NoDecode`)."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            items = json.loads(text) if text.startswith("[") else text.split(",")
+        except ValueError as exc:
+            raise ValueError(f"not a comma-separated list or a JSON list: {exc}") from exc
+        value = [str(s) for s in items]
+    if isinstance(value, (list, tuple)):
+        return [str(s).strip().upper() for s in value if str(s).strip()]
+    return value
 
 
 class StackSettings(BaseSettings):

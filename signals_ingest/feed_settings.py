@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from qt.settings import symbol_list
 
 
 class FeedSettings(BaseSettings):
@@ -48,16 +49,7 @@ class FeedSettings(BaseSettings):
     @field_validator("symbols", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            try:
-                items = json.loads(text) if text.startswith("[") else text.split(",")
-            except ValueError as exc:
-                raise ValueError(f"not a comma-separated list or a JSON list: {exc}") from exc
-            value = [str(s) for s in items]
-        if isinstance(value, (list, tuple)):
-            return [str(s).strip().upper() for s in value if str(s).strip()]
-        return value
+        return symbol_list(value)
 
     @field_validator("secondary_url")
     @classmethod

@@ -12,7 +12,6 @@ signals_ingest.train_model` prints intents per symbol-day by threshold, to re-pi
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +19,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from qt.settings import symbol_list
 from trading.signal_rules import MAX_GAP_CANDLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,12 +77,7 @@ class SignalSettings(BaseSettings):
     @field_validator("symbols", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
-        # QT_SIGNAL_SYMBOLS=BTCUSDT,ETHUSDT as well as a JSON list
-        if isinstance(value, str):
-            text = value.strip()
-            items = json.loads(text) if text.startswith("[") else text.split(",")
-            return [str(s).strip().upper() for s in items if str(s).strip()]
-        return value
+        return symbol_list(value)
 
     @property
     def cooldown_ms(self) -> int:
