@@ -46,7 +46,7 @@ def intake_table(status: IntakeStatus, settings: IntakeSettings | None = None) -
         ("started / duplicates / dead-lettered", "{:.0f} / {:.0f} / {:.0f}".format(
             status.total("started"), status.total("duplicates"), status.total("dead_lettered"))),
         ("DLQ length", f"[{'yellow' if status.dlq_length else 'green'}]{status.dlq_length}[/]"),
-        ("consumers running / registered", f"{len(alive)} / {len(status.consumers)}"),
+        ("consumers active / registered", f"{len(alive)} / {len(status.consumers)}"),
     ]
     if not status.group_exists:
         rows.insert(1, ("group", "[yellow]not created yet (no `qt ingest` has run)[/]"))
@@ -55,6 +55,6 @@ def intake_table(status: IntakeStatus, settings: IntakeSettings | None = None) -
     for name, value in rows:
         table.add_row(name, value)
     for c in status.consumers:
-        state = "running" if c.alive else "[yellow]stopped[/]"
+        state = "active" if c.alive else "[yellow]gone[/]"
         table.add_row(f"  consumer {c.name}", f"{state}, {c.pending} pending, idle {_age(c.idle_ms / 1000)}")
     return table

@@ -80,14 +80,17 @@ async def test_seed_intents_written_by_xadd_become_trades_with_their_search_attr
     assert not (await rig.dlq())
 
 
-async def test_verbatim_seed_intent_months_old_is_started_and_rejected_as_stale(
+async def test_seed_intent_months_old_is_started_and_rejected_as_stale(
         start_intake, temporal_client, paper, exchange, redis_client, trade_policy, risk_settings):
-    paper.advance(400 * 86_400_000)  # market clock well after the seed's 2025-12-24 timestamp
+    # The seed as the stranded backlog held it: three months old on the market clock. (The
+    # session's market clock is not moved: later tests share the paper exchange's replay.)
+    market_ms = paper.clock()["market_ms"]
+    old = {**SEED_NEAR, "timestamp": datetime.fromtimestamp(market_ms / 1000 - 90 * 86_400, UTC).isoformat()}
     rig = await start_intake(task_queue="trade-workflows")
     async with running_workers(temporal_client, exchange, redis_client, trade_policy, risk_settings):
-        await rig.xadd(SEED_NEAR)
+        await rig.xadd(old)
         await rig.wait_drained()
-        handle = temporal_client.get_workflow_handle(workflow_id_for(parse_stream_fields(SEED_NEAR)),
+        handle = temporal_client.get_workflow_handle(workflow_id_for(parse_stream_fields(old)),
                                                      result_type=TradeResult)
         result = await handle.result()
     assert result.status.value == "REJECTED" and "stale" in result.reason
