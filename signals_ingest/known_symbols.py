@@ -8,6 +8,7 @@ neither, the intake waits (entries stay pending, nothing is lost or guessed).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -50,12 +51,20 @@ class KnownSymbols:
         self._symbols: frozenset[str] | None = None
         self._loaded_at = 0.0
         self._last_error_logged = 0.0
+        self._next_try = 0.0  # after a failed load: not before this (monotonic)
+        self._lock = asyncio.Lock()  # many entries ask at once: one load, not one per entry
 
     async def current(self) -> frozenset[str] | None:
         """The symbol list, or None when neither the exchange nor the Redis cache has one yet."""
-        if self._symbols is None or time.monotonic() - self._loaded_at > self.refresh_s:
-            await self._refresh()
+        if self._due():
+            async with self._lock:
+                if self._due():
+                    await self._refresh()
         return self._symbols
+
+    def _due(self) -> bool:
+        now = time.monotonic()
+        return now >= self._next_try and (self._symbols is None or now - self._loaded_at > self.refresh_s)
 
     async def _refresh(self) -> None:
         try:
@@ -64,7 +73,7 @@ class KnownSymbols:
             self._log_once(f"exchange markets unavailable ({type(err).__name__}: {err})")
             if self._symbols is None:
                 self._symbols = await self._cached()
-            self._loaded_at = time.monotonic() - self.refresh_s + 5  # try again in ~5 s
+            self._next_try = time.monotonic() + 5  # try the exchange again in ~5 s
             return
         if not symbols:
             self._log_once("the exchange lists no USDT perpetuals; keeping the previous list")
