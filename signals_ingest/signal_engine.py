@@ -67,13 +67,12 @@ from signals_ingest.streams import (
     TRADE_INTENT_STREAM,
     latest_price_key,
 )
-from trading.features import MarketFeatures, compute_features
+from trading.features import MarketFeatures, PriceBar, compute_features
 from trading.intent import IntentError, parse_stream_fields, to_stream_fields
 from trading.levels import LevelsError
 from trading.signal_rules import (
     FALLBACK_MODEL,
     INTENT_SOURCE,
-    Bar,
     Signal,
     build_intent,
     fallback_signal,
@@ -103,7 +102,7 @@ class Kline:
 
     __slots__ = ("symbol", "interval", "open_ms", "close_ms", "bar", "closed", "exchange")
 
-    def __init__(self, symbol: str, interval: str, open_ms: int, close_ms: int, bar: Bar, closed: bool,
+    def __init__(self, symbol: str, interval: str, open_ms: int, close_ms: int, bar: PriceBar, closed: bool,
                  exchange: str) -> None:
         self.symbol, self.interval, self.open_ms, self.close_ms = symbol, interval, open_ms, close_ms
         self.bar, self.closed, self.exchange = bar, closed, exchange
@@ -133,7 +132,7 @@ def parse_kline(fields: Mapping[Any, Any], interval_ms: int = CANDLE_MS) -> Klin
             problems.append(f"close_time {close_ms} is not after open_time {open_ms}")
     if problems:
         raise KlineError("; ".join(problems))
-    bar = Bar(open_ms, prices["open"], prices["high"], prices["low"], prices["close"], prices["volume"])
+    bar = PriceBar(open_ms, prices["open"], prices["high"], prices["low"], prices["close"], prices["volume"])
     closed = data.get("closed", "1").lower() not in ("0", "false", "no")
     return Kline(symbol, data.get("interval", ""), open_ms, close_ms, bar, closed, data.get("exchange", ""))
 
@@ -148,7 +147,7 @@ class SignalEngine:
         self.settings = settings or SignalSettings()
         self.registry = model if model is not None else ModelRegistry(
             self.settings.model_path, check_interval_s=self.settings.model_check_s)
-        self.windows: dict[str, deque[Bar]] = {}
+        self.windows: dict[str, deque[PriceBar]] = {}
         self.last_id: str = "0"
         self._symbols = set(self.settings.symbols)
         self._max_step_ms = (self.settings.max_gap_candles + 1) * self.settings.interval_ms
@@ -209,7 +208,7 @@ class SignalEngine:
             self.last_id = "0"
             return
         checkpoint = _text(checkpoint)
-        newest_first: dict[str, list[Bar]] = {}
+        newest_first: dict[str, list[PriceBar]] = {}
         complete: set[str] = set()  # full, or a gap reached: older candles do not belong
         upper, read, window = checkpoint, 0, self.settings.window
         while read < self.settings.warmup_max_entries:

@@ -62,12 +62,11 @@ import lightgbm as lgb
 import numpy as np
 from pydantic import BaseModel
 
-from trading.features import compute_features
+from trading.features import PriceBar, compute_features
 from trading.models import Side
 from trading.signal_rules import (
     FEATURE_NAMES,
     MAX_GAP_CANDLES,
-    Bar,
     fallback_signal,
     feature_vector,
     vector_values,
@@ -195,7 +194,7 @@ class TrainReport(BaseModel):
 class _Series:
     name: str
     path: Path
-    bars: list[Bar]
+    bars: list[PriceBar]
     funding: list[tuple[int, float]] = field(default_factory=list)
 
 
@@ -331,16 +330,16 @@ def load_series(data_dir: Path, names: Sequence[str] | None = None, max_rows: in
     return out
 
 
-def read_bars(path: Path, max_rows: int | None = None) -> list[Bar]:
+def read_bars(path: Path, max_rows: int | None = None) -> list[PriceBar]:
     """`timestamp_ms,open,high,low,close,volume` rows as Bars (exact Decimals), oldest first."""
-    bars: list[Bar] = []
+    bars: list[PriceBar] = []
     with path.open(newline="") as fh:
         reader = csv.reader(fh)
         next(reader)
         for row in reader:
             if not row:
                 continue
-            bars.append(Bar(int(row[0]), *(Decimal(v) for v in row[1:6])))
+            bars.append(PriceBar(int(row[0]), *(Decimal(v) for v in row[1:6])))
             if max_rows is not None and len(bars) >= max_rows:
                 break
     bars.sort(key=lambda b: b.open_ms)
@@ -396,7 +395,7 @@ def build_samples(s: _Series, *, window: int = WINDOW, horizon: int = HORIZON,
     return out, flat
 
 
-def _spans_gap(bars: Sequence[Bar], first: int, last: int) -> bool:
+def _spans_gap(bars: Sequence[PriceBar], first: int, last: int) -> bool:
     """More than MAX_GAP_CANDLES missing between two neighbours of bars[first..last]?"""
     limit = (MAX_GAP_CANDLES + 1) * CANDLE_MS
     return any(bars[j + 1].open_ms - bars[j].open_ms > limit for j in range(first, last))

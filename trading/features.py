@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Protocol
 
@@ -35,6 +36,18 @@ from pydantic import BaseModel, ConfigDict
 
 class Bar(Protocol):
     """Anything with OHLC(V) attributes (the hub's `Candle`, the feed's klines)."""
+
+    open_ms: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class PriceBar:
+    """A concrete `Bar`: a closed candle as the signal engine, the trainer and tests build it."""
 
     open_ms: int
     open: Decimal

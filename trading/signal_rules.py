@@ -295,15 +295,3 @@ def _finite(x: float, default: float) -> float:
     except (TypeError, ValueError):
         return default
     return value if math.isfinite(value) else default
-
-
-@dataclass(frozen=True, slots=True)
-class Bar:
-    """A closed candle as the engine and the trainer build it (satisfies `trading.features.Bar`)."""
-
-    open_ms: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal

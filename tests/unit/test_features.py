@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
@@ -19,6 +18,7 @@ from trading.features import (
     TRENDING_DOWN,
     TRENDING_UP,
     VOLATILE,
+    PriceBar,
     compute_features,
     efficiency_ratio,
     ema,
@@ -29,16 +29,7 @@ D = Decimal
 FIVE_MIN = 300_000
 
 
-@dataclass(frozen=True)
-class Bar:
-    """Any object with these attributes will do (`trading.features.Bar` is a Protocol)."""
-
-    open_ms: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
+Bar = PriceBar  # any object with these attributes will do (`trading.features.Bar` is a Protocol)
 
 
 def bars(closes, spread="0.001", volume="1") -> list[Bar]:
