@@ -437,8 +437,9 @@ class TradeWorkflow:
             st.exit = decision.state
             await self._close(decision.reason, decision.note)
         elif action is ExitAction.TAKE_PROFIT:
-            st.exit = decision.state.model_copy(update={"stop": before.stop, "stop_kind": before.stop_kind})
-            if not await self._harvest(decision):
+            # The stop moves only once the exchange holds the new one (`_move_stop`).
+            if not await self._harvest(decision, decision.state.model_copy(
+                    update={"stop": before.stop, "stop_kind": before.stop_kind})):
                 return
             if decision.new_stop is None or not await self._move_stop(decision.new_stop,
                                                                       decision.state.stop_kind):
@@ -457,15 +458,20 @@ class TradeWorkflow:
                 st.exit = st.exit.model_copy(update={"extreme": event.trailing_extreme})
                 await self._move_stop(event.trailing_stop, StopKind.TRAILING)
 
-    async def _harvest(self, decision: ExitDecision) -> bool:
-        """Partial close at a TP stage; False when the trade ended meanwhile."""
+    async def _harvest(self, decision: ExitDecision, harvested: ExitState) -> bool:
+        """Partial close at a TP stage; False when the trade ended meanwhile.
+
+        `harvested` (the TP counted as done) becomes the state only together with the filled
+        quantity, so a query never sees a TP done and the position still whole."""
         st = self.state
         index = decision.take_profits[-1]
         qty = min(floor_to_step(st.entry_qty * decision.close_fraction, st.rules.step_size), st.open_qty)
         if qty >= st.open_qty:
+            st.exit = harvested
             await self._close(ExitReason.TP, decision.note)
             return False
         if qty <= 0 or qty < st.rules.min_qty:
+            st.exit = harvested
             st.note(f"TP{index}: {qty} is below the minimum quantity, nothing harvested")
             return True
         step = f"tp{index}"
@@ -474,13 +480,14 @@ class TradeWorkflow:
                 symbol=self.intent.symbol, side=self.intent.side.opposite, type=OrderType.MARKET,
                 quantity=qty, reduce_only=True, client_order_id=self._cid(step)))
         except ActivityError as err:
+            st.exit = harvested  # a refused TP order is not retried at the next tick
             kind, message = _failure(err)
             st.note(f"TP{index} order failed: {message}")
             if kind == "reduce_only_rejected":  # nothing left to reduce: the stop fired meanwhile
                 await self._exchange_changed()
                 return not st.status.is_final
             return True
-        st.open_qty -= order.filled
+        st.exit, st.open_qty = harvested, st.open_qty - order.filled
         st.note(f"TP{index}: {order.filled} closed @ {order.average_price}")
         if st.open_qty <= 0:
             await self._close(ExitReason.TP, decision.note)
@@ -579,11 +586,11 @@ class TradeWorkflow:
         if problems:
             raise ValueError("; ".join(problems))
 
-    def _adjust_problems(self, request: AdjustLevelsRequest) -> list[str]:
+    def _adjust_problems(self, request: AdjustLevelsRequest, *, applying: bool = False) -> list[str]:
         st = self.state
         if st.status is not TradeStatus.OPEN or st.exit is None:
             return [f"levels can be adjusted only while the trade is OPEN (it is {st.status.value})"]
-        if self._adjust_request is not None or self._close_request is not None:
+        if not applying and (self._adjust_request is not None or self._close_request is not None):
             return ["another operator change is in progress"]
         if request.stop_loss is None and not request.take_profits:
             return ["give stop_loss and/or take_profits"]
@@ -597,6 +604,11 @@ class TradeWorkflow:
     async def _apply_adjustment(self) -> None:
         st, request = self.state, self._adjust_request
         self._adjust_request = None
+        # Checked again: a TP may have been harvested between the update's validation and now.
+        problems = self._adjust_problems(request, applying=True)
+        if problems:
+            self._adjust_outcome = "; ".join(problems)
+            return
         note = request.reason or "operator"
         if request.stop_loss is not None and request.stop_loss != st.exit.stop:
             try:
