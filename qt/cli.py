@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from qt.console import output_console
 
 from workers.queues import ALL, QUEUES
 
@@ -24,7 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
+console = output_console()
 
 
 def _status_table(statuses) -> Table:
@@ -103,7 +104,7 @@ def demo(
                        timeout_s=timeout, max_hold_min=max_hold, kill_threshold=kill_threshold,
                        warmup_candles=warmup, confidence_threshold=threshold, cooldown_min=cooldown)
     try:
-        code = asyncio.run(run_demo(opts))
+        code = asyncio.run(run_demo(opts, console))
     except (LauncherError, ValueError) as exc:
         _fail(str(exc))
     raise typer.Exit(code=code)

@@ -56,6 +56,7 @@ from activities.price_hub import PriceHub
 from activities.risk_settings import RiskSettings
 from activities.schemas.policy import MonitorPolicy, TradePolicy
 from paper_exchange.config import PaperSettings
+from qt.console import output_console
 from qt.demo_market import IntentPlan, PaperControls, closed_candle_count, market_time
 from qt.demo_pipeline import DemoPipeline, IntentWatcher, PipelineOptions, SeenIntent, result_once_started
 from qt.demo_view import (
@@ -472,7 +473,7 @@ async def demo_main(opts: DemoOptions, *, console: Console | None = None,
                     paper_settings: PaperSettings | None = None) -> DemoSummary:
     """The whole demo; returns its summary (already printed). Raises `LauncherError` when the
     stack cannot start."""
-    console = console or Console()
+    console = console or output_console()
     settings = stack_settings or StackSettings()
     paper = paper_settings or PaperSettings()
     stack = Stack(settings, paper)

