@@ -84,8 +84,11 @@ with workflow.unsafe.imports_passed_through():
     from trading.pnl import FundingPayment as PnlFunding
     from trading.pnl import realized_pnl
     from trading.sizing import floor_to_step, size_position
-    from workflows import activity_calls as calls
-    from workflows import search_attributes as sa
+    # `import a.b as c`, not `from a import b`: the sandbox already holds its own `workflows`
+    # package (the parent of this module), so a from-import of a sibling would re-execute the
+    # sibling inside the sandbox for every workflow run instead of passing it through.
+    import workflows.activity_calls as calls
+    import workflows.search_attributes as sa
     from workflows.trade_state import (
         AdjustLevelsRequest,
         AdjustLevelsResult,
