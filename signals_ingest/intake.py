@@ -39,6 +39,7 @@ from signals_ingest.dead_letters import dead_letter
 from signals_ingest.intake_settings import IntakeSettings
 from signals_ingest.intake_status import read_intake_status
 from signals_ingest.known_symbols import KnownSymbols
+from signals_ingest.start_priority import BACKLOG_PRIORITY, MarketClock, start_priority
 from signals_ingest.streams import INTAKE_STATS_KEY
 from trading.intent import IntentError, parse_stream_fields
 from workflows.starter import start_trade
@@ -63,6 +64,7 @@ class IntakeCounters:
     reclaimed: int = 0
     start_failures: int = 0
     trimmed_before_start: int = 0
+    deprioritized: int = 0  # started at the lowest priority: already stale when read
     last_error: str = ""
 
 
@@ -120,6 +122,7 @@ class IntentIntake:
         self.client = client
         self.settings = settings or IntakeSettings()
         self.symbols = symbols or KnownSymbols(redis, self.settings.symbols_refresh_s)
+        self.market_clock = MarketClock(redis)
         self.counters = IntakeCounters()
         self.backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
         self._in_flight: dict[str, asyncio.Task] = {}
@@ -327,12 +330,14 @@ class IntentIntake:
 
     async def _start(self, entry_id: str, fields, intent) -> Outcome:
         s = self.settings
+        priority = start_priority(intent, await self.market_clock.now_ms(intent.symbol), s.deprioritize_after_s)
         while True:
             await self.backoff.wait_turn()
             began = time.monotonic()
             try:
                 _, started = await start_trade(self.client, intent, task_queue=s.task_queue,
-                                               rpc_timeout=timedelta(seconds=s.start_timeout_s))
+                                               rpc_timeout=timedelta(seconds=s.start_timeout_s),
+                                               priority=priority)
             except RPCError as err:
                 if err.status in _ENTRY_PROBLEMS:
                     return await self._dead_letter(entry_id, fields, [f"Temporal refused the start: {err.message}"])
@@ -348,6 +353,9 @@ class IntentIntake:
                 outcome = Outcome.STARTED
                 self.counters.started += 1
                 self._rate.add()
+                if priority == BACKLOG_PRIORITY:
+                    self.counters.deprioritized += 1
+                    m.DEPRIORITIZED.inc()
             else:
                 outcome = Outcome.DUPLICATE
                 self.counters.duplicates += 1
@@ -404,7 +412,8 @@ class IntentIntake:
         stats = {
             "started": c.started, "duplicates": c.duplicates, "dead_lettered": c.dead_lettered,
             "reclaimed": c.reclaimed, "start_failures": c.start_failures,
-            "trimmed_before_start": c.trimmed_before_start, "in_flight": len(self._in_flight),
+            "trimmed_before_start": c.trimmed_before_start, "deprioritized": c.deprioritized,
+            "in_flight": len(self._in_flight),
             "starts_per_s": f"{rate:.1f}", "backing_off": int(self.backoff.active),
             "last_error": c.last_error[:300], "updated_ms": int(time.time() * 1000),
         }

@@ -19,6 +19,8 @@ START_FAILURES = Counter("qt_intake_start_failures_total",
 RECLAIMED = Counter("qt_intake_reclaimed_total", "Entries taken over from a consumer that stopped (XAUTOCLAIM)")
 TRIMMED = Counter("qt_intake_trimmed_before_start_total",
                   "Pending entries that vanished from the stream (trimmed) before they were started")
+DEPRIORITIZED = Counter("qt_intake_deprioritized_total",
+                        "Workflows started at the lowest task-queue priority (intent already stale)")
 START_SECONDS = Histogram("qt_intake_start_seconds", "Time of one successful workflow start RPC",
                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 IN_FLIGHT = Gauge("qt_intake_in_flight", "Entries this process is starting right now")

@@ -61,6 +61,11 @@ class IntakeSettings(BaseSettings):
     # Longest original field value copied into a DLQ entry (a 1 MB junk field is cut, noted).
     dlq_max_value_bytes: int = Field(16_384, ge=256)
 
+    # Intents already older than this (market time, as the feed or the wall clock tells it) are
+    # started at Temporal's lowest task-queue priority, so a replayed backlog never delays a
+    # fresh intent. Only the order changes: the workflow's stale gate still decides. 0 = off.
+    deprioritize_after_s: float = Field(240.0, ge=0)
+
     # The exchange's symbol list (unknown symbols are dead-lettered) is refreshed this often.
     symbols_refresh_s: float = Field(300.0, ge=1)
 

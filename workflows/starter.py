@@ -19,6 +19,7 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
+    Priority,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -50,8 +51,10 @@ def initial_search_attributes(intent: TradeIntent) -> TypedSearchAttributes:
 
 async def start_trade(client: Client, fields: Mapping[str, Any] | TradeIntent,
                       *, workflow_id: str | None = None, task_queue: str = TRADE_WORKFLOWS,
-                      rpc_timeout: timedelta | None = None) -> tuple[WorkflowHandle, bool]:
+                      rpc_timeout: timedelta | None = None,
+                      priority: Priority = Priority.default) -> tuple[WorkflowHandle, bool]:
     """Start the trade; (handle, started). `started` False: this intent already has a workflow.
+    `priority`: Temporal's task-queue priority (the intake lowers it for a stale backlog).
 
     Raises `IntentError` for an intent that cannot be parsed (nothing is started), and
     `temporalio.service.RPCError` when Temporal did not take the start (unreachable, timeout...).
@@ -64,7 +67,8 @@ async def start_trade(client: Client, fields: Mapping[str, Any] | TradeIntent,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             static_summary=static_summary(intent), result_type=TradeResult,
-            search_attributes=initial_search_attributes(intent), rpc_timeout=rpc_timeout)
+            search_attributes=initial_search_attributes(intent), rpc_timeout=rpc_timeout,
+            priority=priority)
         return handle, True
     except WorkflowAlreadyStartedError:
         return client.get_workflow_handle(workflow_id, result_type=TradeResult), False

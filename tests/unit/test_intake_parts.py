@@ -63,3 +63,25 @@ def test_bad_settings_are_refused_with_a_clear_error(change, words):
 
 def test_stream_id_ms():
     assert stream_id_ms(b"1700000000000-3") == 1_700_000_000_000
+
+
+def test_start_priority_lowers_only_intents_already_stale_on_arrival():
+    from temporalio.common import Priority
+
+    from signals_ingest.start_priority import BACKLOG_PRIORITY, start_priority
+    from trading.intent import parse_stream_fields
+
+    now_ms = 1_790_000_000_000
+
+    def intent(age_s: float):
+        stamp = datetime.fromtimestamp(now_ms / 1000 - age_s, UTC).isoformat()
+        return parse_stream_fields({"symbol": "BTCUSDT", "side": "BUY", "confidence": "0.7",
+                                    "entry_price": "63000", "position_size_usd": "100", "leverage": "5",
+                                    "timestamp": stamp})
+
+    assert start_priority(intent(7_200), now_ms, 240) == BACKLOG_PRIORITY
+    assert start_priority(intent(241), now_ms, 240) == BACKLOG_PRIORITY
+    assert start_priority(intent(200), now_ms, 240) == Priority.default  # the gate decides
+    assert start_priority(intent(-30), now_ms, 240) == Priority.default  # producer clock ahead
+    assert start_priority(intent(90 * 86_400), now_ms, 0) == Priority.default  # switched off
+    assert BACKLOG_PRIORITY.priority_key == 5  # Temporal's lowest by default
