@@ -21,7 +21,10 @@ Printed per side: time to drain (from the first process start until every entry 
 crash and recovery included), entries lost after the SIGKILL, duplicate starts/executions, stale
 intents executed. For ours also: duplicates detected (restarted after a crash: "already
 started", acknowledged, not run again), the time until every workflow decided, and how the
-decisions split.
+decisions split; and, while the backlog is being decided, how long a fresh intent that arrives
+then waits for its decision: started as the intake starts it (the backlog it found stale runs at
+Temporal's lowest task-queue priority) against the same intent at the backlog's priority (what
+first-in-first-out would do), measured side by side in the same run.
 
 Usage: .venv/bin/python benchmarks/backlog.py [--entries N] [--kill-at 0.4]
 """
@@ -46,9 +49,14 @@ sys.path.insert(0, str(REPO_ROOT))
 from benchmarks._stack import SYMBOLS, Stack, stop_process, worker_subprocess  # noqa: E402
 from benchmarks.naive_executor import EXECUTIONS_KEY  # noqa: E402
 from signals_ingest.intake_settings import IntakeSettings  # noqa: E402
+from signals_ingest.start_priority import BACKLOG_PRIORITY  # noqa: E402
 from signals_ingest.intake_status import read_intake_status  # noqa: E402
 from signals_ingest.streams import INTAKE_STATS_KEY, TRADE_INTENT_STREAM  # noqa: E402
+from temporalio.common import Priority  # noqa: E402
+
 from trading.intent import parse_stream_fields, workflow_id_for  # noqa: E402
+from workflows import search_attributes as sa  # noqa: E402
+from workflows.starter import start_trade  # noqa: E402
 
 SEED_BACKLOG = 10_014
 NAIVE_GROUP = "quantum:group:execution:trade.intent"  # the old system's group name
@@ -124,7 +132,11 @@ def naive_process(stack: Stack, consumer: str) -> subprocess.Popen:
 
 
 def ingest_process(stack: Stack, consumer: str) -> subprocess.Popen:
-    env = stack_env(stack, QT_INGEST_CONSUMER=consumer, QT_INGEST_METRICS_PORT="0")
+    # No market feed runs here and the paper market clock stands still (pinned prices), so the
+    # intake judges ages by the wall clock: with 1 h the stale half (>= 2 h old) is always
+    # recognised and the fresh half never mistaken, however long the run takes.
+    env = stack_env(stack, QT_INGEST_CONSUMER=consumer, QT_INGEST_METRICS_PORT="0",
+                    QT_INGEST_DEPRIORITIZE_AGE_S="3600")
     return spawn([str(Path(sys.executable).parent / "qt"), "ingest", "--only", "intake"], env,
                  stack.tmp / f"{consumer}.log")
 
@@ -220,6 +232,7 @@ async def decide_ours(stack: Stack, ours: dict) -> dict:
     print("  ours: running every workflow to its decision (qt worker --queue all)...", flush=True)
     decided_began = time.monotonic()
     worker = worker_subprocess(stack, "all", stack.tmp / "worker.log")
+    probes = asyncio.create_task(probe_fresh_intents(stack))
     try:
         last = [time.monotonic(), None]
 
@@ -235,7 +248,9 @@ async def decide_ours(stack: Stack, ours: dict) -> dict:
         statuses = Counter()
         for status in ("REJECTED", "OPEN", "CLOSED", "FAILED", "ENTERING", "EXITING"):
             statuses[status] = (await stack.client.count_workflows(f"TradeStatus = '{status}'")).count
+        probed = await probes
     finally:
+        probes.cancel()
         stop_process(worker)
     audit = await stack._call("GET", "/_paper/orders")
     entered = {row["client_id"][: -len("-entry")] for row in audit
@@ -243,8 +258,29 @@ async def decide_ours(stack: Stack, ours: dict) -> dict:
     return {
         "stale_executed": sum(1 for wid in entered if ids.get(wid)),
         "fresh_executed": sum(1 for wid in entered if ids.get(wid) is False),
-        "decided_s": decided_s, "statuses": {k: v for k, v in statuses.items() if v},
+        "decided_s": decided_s, "statuses": {k: v for k, v in statuses.items() if v}, "probes": probed,
     }
+
+
+async def probe_fresh_intents(stack: Stack, after_s: float = 3.0) -> dict[str, float]:
+    """`after_s` into the decision phase two fresh intents arrive: one started as the intake
+    starts a fresh intent, one at the backlog's priority. Seconds until each leaves PENDING."""
+    await asyncio.sleep(after_s)
+    ways = {"as the intake starts it": Priority.default, "at the backlog's priority (FIFO)": BACKLOG_PRIORITY}
+    handles = {}
+    for i, (label, priority) in enumerate(ways.items()):
+        fields = await stack.intent(SYMBOLS[i % len(SYMBOLS)], intent_id=f"probe{i}-{time.time_ns()}")
+        handles[label], _ = await start_trade(stack.client, fields, priority=priority)
+    began = time.monotonic()
+    waited: dict[str, float] = {}
+    while len(waited) < len(handles):
+        for label, handle in handles.items():
+            if label not in waited:
+                status = (await handle.describe()).typed_search_attributes.get(sa.TRADE_STATUS)
+                if status != "PENDING":
+                    waited[label] = time.monotonic() - began
+        await asyncio.sleep(0.2)
+    return waited
 
 
 # ============================================================================== report
@@ -276,6 +312,8 @@ def report_decided(decided: dict) -> None:
     print(f"ours, stale intents executed: {decided['stale_executed']} (every workflow decided "
           f"{decided['decided_s']:.0f} s after the drain; statuses {decided['statuses']}); fresh intents that "
           f"traded: {decided['fresh_executed']} (one open trade per symbol: the symbol lock refuses the rest)")
+    print("a fresh intent arriving while the backlog is decided, seconds until its gates decided: " + "; ".join(
+        f"{label} {seconds:.1f} s" for label, seconds in decided["probes"].items()) + " (2 probes, counted in the statuses)")
 
 
 async def main() -> None:
