@@ -36,6 +36,12 @@ COPY paper_exchange ./paper_exchange
 RUN pip install --no-cache-dir . \
     && cd / && rm -rf /tmp/src
 
+# The shipped signal model is not Python package data: without this the signal engine of an
+# installed image finds no model (its default path is beside the source tree) and trades on the
+# fallback rule. A mounted volume or QT_SIGNAL_MODEL_PATH replaces it.
+COPY models/signal_lgbm /opt/qt/models/signal_lgbm
+ENV QT_SIGNAL_MODEL_PATH=/opt/qt/models/signal_lgbm/model.txt
+
 WORKDIR /var/lib/qt
 USER qt
 

@@ -112,16 +112,18 @@ def demo(
 
 @app.command("train-model")
 def train_model(
-    out: str = typer.Option("models/signal_lgbm", help="directory for model.txt + model.json (a running engine reloads them)"),
+    out: str = typer.Option("", help="directory for model.txt + model.json (a running engine reloads them); "
+                                     "default: the shipped model's, models/signal_lgbm in the project"),
     version: str = typer.Option("v1", help="the model's version label"),
 ) -> None:
     """Train the signal engine's LightGBM model on the shipped candles (time-ordered split) and
     print its validation metrics beside the baselines."""
     from pathlib import Path
 
-    from signals_ingest.train_model import train_and_save
+    from signals_ingest.train_model import DEFAULT_OUT_DIR, train_and_save
 
-    console.print(train_and_save(Path(out), version=version).text())
+    # Not relative to the working directory: the engine reads the project's models/ wherever it runs.
+    console.print(train_and_save(Path(out) if out else DEFAULT_OUT_DIR, version=version).text())
 
 
 @app.command("paper-exchange")

@@ -383,3 +383,15 @@ def test_dockerignore_keeps_the_context_small():
     for required in (".venv", ".data", ".git", "tests", "benchmarks"):
         assert required in entries, f".dockerignore misses {required}"
     assert entries & {"__pycache__", "**/__pycache__"}, ".dockerignore misses __pycache__"
+
+
+def test_the_image_carries_the_shipped_signal_model_and_points_the_engine_at_it():
+    instructions = _dockerfile_instructions()
+    copies = [args.split() for kw, args in instructions if kw == "COPY"]
+    target = next((dst for *srcs, dst in copies if "models/signal_lgbm" in srcs), None)
+    assert target, "the shipped model is not copied into the image (the engine would run the fallback rule)"
+    envs = " ".join(args for kw, args in instructions if kw == "ENV")
+    assert f"QT_SIGNAL_MODEL_PATH={target}/model.txt" in envs, envs
+    assert (ROOT / "models" / "signal_lgbm" / "model.txt").is_file()
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    assert "models" not in ignored and "models/" not in ignored
