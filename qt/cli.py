@@ -17,7 +17,6 @@ import typer
 from rich.table import Table
 
 from qt.console import output_console
-
 from workers.queues import ALL, QUEUES
 
 app = typer.Typer(
