@@ -31,7 +31,7 @@ from activities.schemas.policy import TradePolicy
 from trading.features import MarketFeatures
 from activities.risk_settings import RiskSettings
 from activities.temporal_errors import to_application_error
-from signals_ingest.streams import latest_price_key
+from signals_ingest.streams import latest_price_key, parse_latest_price
 from trading.intent import TradeIntent, intent_age_s, is_stale
 from trading.models import Side
 from trading.sizing import size_position
@@ -174,14 +174,12 @@ class GateActivities:
         """The market feed's latest price and its exchange time, if the feed received it within
         `feed_price_max_age_ms` of now (wall clock); else (None, None)."""
         max_age = self._settings.feed_price_max_age_ms
-        fields = {_text(k): _text(v) for k, v in (fields or {}).items()}
-        try:
-            price, stamp, received = (Decimal(fields["price"]), int(fields["timestamp"]),
-                                      int(fields["received_ms"]))
-        except (KeyError, ValueError, ArithmeticError):
+        feed = parse_latest_price(fields)
+        if feed is None:
             return None, None
-        fresh = max_age > 0 and abs(time.time() * 1000 - received) <= max_age
-        return (price, stamp) if fresh and price.is_finite() and price > 0 else (None, None)
+        fresh = max_age > 0 and abs(feed.age_ms(time.time() * 1000)) <= max_age
+        usable = fresh and feed.price.is_finite() and feed.price > 0
+        return (feed.price, feed.exchange_ms) if usable else (None, None)
 
     # -- verdicts --------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import redis.asyncio as aioredis
 from temporalio.common import Priority
 
-from signals_ingest.streams import latest_price_key
+from signals_ingest.streams import latest_price_key, parse_latest_price
 from trading.intent import TradeIntent, intent_age_s
 
 # Temporal's keys run 1 (first) to 5 (last); unset = 3, what every live intent keeps.
@@ -38,7 +38,7 @@ def start_priority(intent: TradeIntent, market_now_ms: int, deprioritize_after_s
 class MarketClock:
     """The market's time as the intake can know it without asking the exchange: the market
     feed's latest exchange timestamp for the symbol (plus the wall time since it arrived), else
-    the wall clock. Cached per symbol for `cache_s`, so a backlog costs one HMGET per symbol per
+    the wall clock. Cached per symbol for `cache_s`, so a backlog costs one HGETALL per symbol per
     second, not one per entry."""
 
     def __init__(self, redis: aioredis.Redis, *, max_feed_age_s: float = 60.0, cache_s: float = 1.0) -> None:
@@ -57,11 +57,7 @@ class MarketClock:
 
     async def _feed_offset_ms(self, symbol: str, wall_ms: int) -> int | None:
         """Market time minus wall time, as of the feed's last price; None: no recent feed price."""
-        exchange_ms, received_ms = await self.redis.hmget(latest_price_key(symbol), "timestamp", "received_ms")
-        try:
-            exchange_ms, received_ms = int(exchange_ms), int(received_ms)
-        except (TypeError, ValueError):
-            return None
-        if wall_ms - received_ms > self.max_feed_age_ms:
-            return None  # the feed stopped: its clock says nothing about now
-        return exchange_ms - received_ms
+        feed = parse_latest_price(await self.redis.hgetall(latest_price_key(symbol)))
+        if feed is None or feed.age_ms(wall_ms) > self.max_feed_age_ms:
+            return None  # no feed, or it stopped: its clock says nothing about now
+        return feed.exchange_ms - feed.received_ms

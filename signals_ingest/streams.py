@@ -6,6 +6,10 @@ working; keys the old system did not have follow the same `quantum:` prefix.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
 # Trade intents from the old producers and from our signal engine; the intake's consumer group.
 TRADE_INTENT_STREAM = "quantum:stream:trade.intent"
 TRADE_INTENT_DLQ_STREAM = "quantum:stream:trade.intent.dlq"
@@ -30,6 +34,28 @@ SIGNAL_COOLDOWN_KEY = "quantum:signal:last_intent:{symbol}"
 
 def latest_price_key(symbol: str) -> str:
     return LATEST_PRICE_KEY.format(symbol=symbol)
+
+
+@dataclass(frozen=True)
+class LatestPrice:
+    """The primary venue's fields of a LATEST_PRICE_KEY hash."""
+
+    price: Decimal
+    exchange_ms: int  # the exchange's time of the price (market clock)
+    received_ms: int  # wall clock when the feed wrote it
+
+    def age_ms(self, wall_ms: float) -> float:
+        return wall_ms - self.received_ms
+
+
+def parse_latest_price(fields: Mapping | None) -> LatestPrice | None:
+    """The hash as HGETALL returns it (str or bytes); None when a field is missing or garbled."""
+    text = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in (fields or {}).items()}
+    try:
+        return LatestPrice(Decimal(text["price"]), int(text["timestamp"]), int(text["received_ms"]))
+    except (KeyError, ValueError, TypeError, InvalidOperation):
+        return None
 
 
 # Signal engine's own progress (added with the engine): the open time of the last candle
