@@ -3,6 +3,8 @@
 The defaults describe a local, single-user exchange: a documented key pair (`qt-paper-key` /
 `qt-paper-secret`, not secrets: the server only listens on 127.0.0.1), 10,000 USDT, and seven
 USDT-M perpetuals whose prices replay real 5-minute candles (see `paper_exchange/data/README.md`).
+`QT_PAPER_SYMBOLS` (JSON, symbol → SymbolSpec) replaces the seven; `QT_PAPER_EXTRA_SYMBOLS` (same
+shape) is merged over them (or over `QT_PAPER_SYMBOLS`): it adds symbols, or replaces one by name.
 
 `speed` and `start_ms` apply at the first start only (an empty database); afterwards the clock
 anchor and speed persisted in SQLite win, so a restart continues the same market clock.
@@ -16,6 +18,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from paper_exchange.replay import FILE_INTERVALS_MS
+
 DATA_DIR = Path(__file__).resolve().parent / "data" / "ohlcv"
 
 
@@ -28,9 +32,12 @@ class SymbolSpec(BaseModel):
     `quantityPrecision`: the most decimals a request may carry (more → -1111). As on Binance they
     need not equal the tick/step decimals (Binance's BTCUSDT: pricePrecision 2, tickSize 0.10);
     when they exceed them, a value within precision but off the grid gets -4014 / -4023.
+    `interval` is the candle interval of the file ("1m" or "5m"); unset, it is detected from the
+    file's timestamps. Given, the file must agree, else the exchange refuses to start.
     """
 
-    candles: str = Field(description="file name in paper_exchange/data/ohlcv/")
+    candles: str = Field(description="file name in paper_exchange/data/ohlcv/, or absolute path")
+    interval: str | None = Field(None, description="the file's candle interval; None = detected")
     start_price: Decimal | None = None
     price_scale: Decimal | None = None
     tick_size: Decimal
@@ -45,6 +52,9 @@ class SymbolSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> SymbolSpec:
+        if self.interval is not None and self.interval not in FILE_INTERVALS_MS:
+            raise ValueError(f"interval {self.interval!r}: candle files are "
+                             f"{' or '.join(FILE_INTERVALS_MS)}")
         if self.start_price is not None and self.price_scale is not None:
             raise ValueError("set start_price or price_scale, not both")
         for name in ("tick_size", "step_size"):
@@ -59,6 +69,10 @@ class SymbolSpec(BaseModel):
         if self.quantity_precision < _decimals(self.step_size):
             raise ValueError("quantity_precision cannot be below the step size's decimals")
         return self
+
+    @property
+    def interval_ms(self) -> int | None:
+        return FILE_INTERVALS_MS[self.interval] if self.interval is not None else None
 
 
 def _decimals(value: Decimal) -> int:
@@ -130,7 +144,16 @@ class PaperSettings(BaseSettings):
     default_funding_rate: float = 0.0001
     tick_interval_ms: int = Field(100, ge=1, description="background replay step (wall ms)")
     recv_window_max_ms: int = 60_000
-    symbols: dict[str, SymbolSpec] = Field(default_factory=default_symbols)
+    symbols: dict[str, SymbolSpec] = Field(
+        default_factory=default_symbols, description="replaces the default symbols")
+    extra_symbols: dict[str, SymbolSpec] = Field(
+        default_factory=dict, description="merged over `symbols`: added, or replacing by name")
+
+    @model_validator(mode="after")
+    def _merge_extra_symbols(self) -> PaperSettings:
+        if self.extra_symbols:
+            self.symbols = {**self.symbols, **self.extra_symbols}
+        return self
 
     @property
     def database_path(self) -> Path:

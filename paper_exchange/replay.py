@@ -5,29 +5,43 @@ candle values are scaled, then rounded to the tick), so nothing drifts off the p
 point inside a path segment is a float in tick units.
 
 Mapping of the files onto market time (documented choices):
-- Candle `i` of the replay (looping over the file) opens at `epoch + i * 5 min`, where `epoch`
-  is the clock's start rounded down to 5 minutes. Rows are taken in file order, one per slot:
-  the timestamps in the file are ignored, so gaps in the recording do not become holes.
+- A file's candle interval (`step`) is the most common difference between consecutive open
+  times, or the interval given in its SymbolSpec (then the file must agree). Supported: 1m and
+  5m, the intervals that divide the exchange's 5-minute klines. A file whose open times do not
+  increase, are off the interval's grid, or whose rows are not candles (high/low not around
+  open/close, a price ≤ 0) is refused with a `CandleFileError` naming the file and line.
+- Every row replays at its offset in the file: the row opened at `first_ts + d` opens at
+  `epoch + d` (`epoch` = the clock's start rounded down to 5 minutes). A gap in the recording
+  stays a gap in time, held flat at the previous close with zero volume (filler candles are
+  inserted when the file is read), so nothing is collapsed or stretched.
 - When the file runs out it starts again, scaled so the next pass opens at the previous pass's
-  last close: the replay never ends and has no jump at the seam.
+  last close: the replay never ends and has no jump at the seam. A pass lasts the file's span,
+  `last_ts + step - first_ts`.
 - Inside a candle the price walks open → nearer extreme → other extreme → close as three
   straight segments (a tie in distance goes low-first for a candle closing at or above its
   open, else high-first). Segment durations are proportional to their price length (constant
   speed along the path), so a stop between open and low is crossed at a precise millisecond.
 - Between one candle's close and the next open the price jumps at the boundary instant (a
   "gap" segment, zero duration): a stop crossed by a gap fills at the new open.
+- Klines of any interval made of whole candles are aggregated from them (open of the first,
+  highest high, lowest low, close of the last, summed volume): a 1m file's 5m klines are its
+  rows five by five. Finer klines (1m or 3m of a 5m file) are read off the path.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from bisect import bisect_right
+from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-CANDLE_MS = 5 * 60 * 1000
+log = logging.getLogger("paper_exchange")
+
+CANDLE_MS = 5 * 60 * 1000  # the exchange's own candle: the epoch is aligned to it
 FUNDING_INTERVAL_MS = 8 * 60 * 60 * 1000  # 00:00, 08:00, 16:00 UTC
 
 INTERVAL_MS = {
@@ -37,13 +51,30 @@ INTERVAL_MS = {
 }
 
 
+# Candle intervals a file may have: those that divide CANDLE_MS, so every 5m kline is made of
+# whole rows and the 5m-aligned epoch is on the file's grid.
+FILE_INTERVALS_MS = {"1m": 60_000, "5m": CANDLE_MS}
+
+
+class CandleFileError(ValueError):
+    """A candle file that cannot be replayed as it is; the message names the file and why."""
+
+
+def interval_name(ms: int) -> str:
+    for name, value in INTERVAL_MS.items():
+        if value == ms:
+            return name
+    return f"{ms} ms"
+
+
 def round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
 
 
 @dataclass(frozen=True)
 class RawCandles:
-    """One CSV file as parallel columns of floats (prices in the file's own unit)."""
+    """One CSV file as parallel columns of floats (prices in the file's own unit), one entry per
+    `interval_ms` from `first_ts` on (gaps of the file filled with flat, zero-volume candles)."""
 
     first_ts: int
     open: list[float]
@@ -51,27 +82,100 @@ class RawCandles:
     low: list[float]
     close: list[float]
     volume: list[float]
+    interval_ms: int = CANDLE_MS
+    filled: int = 0  # candles missing from the file, held flat at the previous close
 
     def __len__(self) -> int:
         return len(self.open)
 
 
-def read_candles(path: Path) -> RawCandles:
-    cols: tuple[list[float], ...] = ([], [], [], [], [])
-    first_ts = None
+def read_candles(path: Path, interval_ms: int | None = None) -> RawCandles:
+    """Read, check and gap-fill one candle file; `interval_ms`: the interval it must have
+    (None: detect it as the most common difference between consecutive open times)."""
+    times: list[int] = []
+    values: list[tuple[float, float, float, float, float]] = []
+    lines: list[int] = []
     with path.open(newline="") as fh:
         reader = csv.reader(fh)
-        next(reader)  # header
+        next(reader, None)  # header
         for row in reader:
             if not row:
                 continue
-            if first_ts is None:
-                first_ts = int(row[0])
-            for col, value in zip(cols, row[1:6]):
-                col.append(float(value))
-    if first_ts is None:
-        raise ValueError(f"{path} has no candles")
-    return RawCandles(first_ts, *cols)
+            line = reader.line_num
+            try:
+                ts = int(row[0])
+                o, h, low, c, v = (float(x) for x in row[1:6])
+            except ValueError:
+                raise CandleFileError(
+                    f"{path}: line {line}: expected timestamp_ms,open,high,low,close,volume "
+                    f"(an integer and five numbers), got {','.join(row)!r}") from None
+            if not all(map(math.isfinite, (o, h, low, c, v))) or min(o, h, low, c) <= 0 or v < 0:
+                raise CandleFileError(f"{path}: line {line}: prices must be positive and the "
+                                      f"volume non-negative")
+            if h < max(o, c):
+                raise CandleFileError(f"{path}: line {line}: high {h} is below the open/close "
+                                      f"({o}, {c})")
+            if low > min(o, c):
+                raise CandleFileError(f"{path}: line {line}: low {low} is above the open/close "
+                                      f"({o}, {c})")
+            if times and ts <= times[-1]:
+                raise CandleFileError(
+                    f"{path}: line {line}: open time {ts} is not after the previous row's "
+                    f"{times[-1]} (open times must increase, without duplicates)")
+            times.append(ts)
+            values.append((o, h, low, c, v))
+            lines.append(line)
+    if not times:
+        raise CandleFileError(f"{path} has no candles")
+    step = _file_interval(path, times, interval_ms)
+    for ts, line in zip(times, lines):
+        if ts % step:
+            raise CandleFileError(
+                f"{path}: line {line}: open time {ts} is not aligned to the "
+                f"{interval_name(step)} grid of the file's candles (a multiple of {step} ms)")
+    cols: tuple[list[float], ...] = ([], [], [], [], [])
+    filled = gaps = 0
+    prev_ts = times[0] - step
+    for ts, row in zip(times, values):
+        missing = (ts - prev_ts) // step - 1
+        if missing:
+            gaps += 1
+            filled += missing
+            flat = cols[3][-1]
+            for col, value in zip(cols, (flat, flat, flat, flat, 0.0)):
+                col.extend([value] * missing)
+        for col, value in zip(cols, row):
+            col.append(value)
+        prev_ts = ts
+    if filled:
+        log.info("%s: %d gap(s), %d missing %s candle(s) held flat at the previous close",
+                 path.name, gaps, filled, interval_name(step))
+    return RawCandles(times[0], *cols, interval_ms=step, filled=filled)
+
+
+def _file_interval(path: Path, times: list[int], given: int | None) -> int:
+    supported = " or ".join(FILE_INTERVALS_MS)
+    if given is not None and given not in FILE_INTERVALS_MS.values():
+        raise CandleFileError(f"{path}: interval {interval_name(given)} is not supported: the "
+                              f"paper exchange replays {supported} candle files")
+    if len(times) < 2:
+        if given is None:
+            raise CandleFileError(f"{path} has one candle: its interval cannot be detected; "
+                                  f"give it in the symbol's spec (`interval`: {supported})")
+        return given
+    counts = Counter(b - a for a, b in zip(times, times[1:]))
+    top = max(counts.values())
+    found = min(d for d, n in counts.items() if n == top)  # ties: the finest
+    if given is not None and found != given:
+        raise CandleFileError(
+            f"{path}: interval given as {interval_name(given)} but the file's candles are "
+            f"{interval_name(found)} apart (the most common difference between open times)")
+    if found not in FILE_INTERVALS_MS.values():
+        raise CandleFileError(
+            f"{path}: the file's candles are {interval_name(found)} apart (the most common "
+            f"difference between open times); the paper exchange replays {supported} candle "
+            f"files (an interval that divides its 5-minute klines)")
+    return found
 
 
 def read_funding(path: Path) -> list[tuple[int, float]]:
@@ -105,13 +209,15 @@ class Segment:
 
 
 class SymbolPath:
-    """The replayed price path of one symbol (candle index `i` counts from `epoch`, looping)."""
+    """The replayed price path of one symbol (candle index `i` counts from `epoch`, looping;
+    candle `i` lasts `step`, the file's interval)."""
 
     def __init__(self, raw: RawCandles, ticks_per_unit: float, epoch_ms: int) -> None:
         if ticks_per_unit <= 0:
             raise ValueError("price scale must be positive")
         self.raw = raw
         self.n = len(raw)
+        self.step = raw.interval_ms
         self.epoch = epoch_ms
         self._scales = [ticks_per_unit]  # pass k: ticks per file unit
 
@@ -139,10 +245,10 @@ class SymbolPath:
         )
 
     def open_time(self, i: int) -> int:
-        return self.epoch + i * CANDLE_MS
+        return self.epoch + i * self.step
 
     def index_at(self, t: int) -> int:
-        return max(0, (t - self.epoch) // CANDLE_MS)
+        return max(0, (t - self.epoch) // self.step)
 
     def vertices(self, i: int) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
         """Times and prices of open → nearer extreme → other extreme → close."""
@@ -152,13 +258,13 @@ class SymbolPath:
         e1, e2 = (h, low) if high_first else (low, h)
         lengths = (abs(e1 - o), abs(e2 - e1), abs(c - e2))
         total = sum(lengths)
-        t0 = self.open_time(i)
+        t0, step = self.open_time(i), self.step
         if total == 0:
-            times = (t0, t0 + CANDLE_MS // 3, t0 + 2 * CANDLE_MS // 3, t0 + CANDLE_MS)
+            times = (t0, t0 + step // 3, t0 + 2 * step // 3, t0 + step)
         else:
-            t1 = t0 + round_half_up(CANDLE_MS * lengths[0] / total)
-            t2 = t0 + round_half_up(CANDLE_MS * (lengths[0] + lengths[1]) / total)
-            times = (t0, t1, t2, t0 + CANDLE_MS)
+            t1 = t0 + round_half_up(step * lengths[0] / total)
+            t2 = t0 + round_half_up(step * (lengths[0] + lengths[1]) / total)
+            times = (t0, t1, t2, t0 + step)
         return times, (o, e1, e2, c)
 
     def segment(self, i: int, k: int) -> Segment:
@@ -198,12 +304,13 @@ class SymbolPath:
                 lam = (t - times[k - 1]) / (times[k] - times[k - 1])
                 seen.append(prices[k - 1] + (prices[k] - prices[k - 1]) * lam)
                 break
-        volume = self.candle(i)[4] * (t - times[0]) / CANDLE_MS
+        volume = self.candle(i)[4] * (t - times[0]) / self.step
         hi, lo = max(seen), min(seen)
         return (prices[0], round_half_up(hi), round_half_up(lo), round_half_up(seen[-1]), volume)
 
     def ohlc_between(self, ta: int, tb: int, closed: bool) -> tuple[int, int, int, int, float]:
-        """OHLCV of the path over [ta, tb] for intervals finer than a candle (1m, 3m).
+        """OHLCV of the path over [ta, tb] for intervals not made of whole candles (1m, 3m
+        klines of a 5m file).
 
         `closed`: tb is the interval's end, so the close is the price just before tb (before a
         gap at tb); otherwise tb is "now" and the close is the price at tb.
@@ -219,9 +326,10 @@ class SymbolPath:
             for k in (1, 2):
                 if ta < times[k] < tb:
                     points.append(float(prices[k]))
-            volume += self.candle(i)[4] * max(0, min(tb, times[3]) - max(ta, times[0])) / CANDLE_MS
+            overlap = max(0, min(tb, times[3]) - max(ta, times[0]))
+            volume += self.candle(i)[4] * overlap / self.step
             i += 1
-        at_boundary = (tb - self.epoch) % CANDLE_MS == 0 and tb > ta
+        at_boundary = (tb - self.epoch) % self.step == 0 and tb > ta
         if closed and at_boundary:
             last = float(self.candle(self.index_at(tb) - 1)[3])
         else:
@@ -234,7 +342,7 @@ class SymbolPath:
 
     def file_time(self, t: int) -> int:
         """The file's own timestamp that market time `t` replays (for aligned funding rates)."""
-        span = self.n * CANDLE_MS
+        span = self.n * self.step
         return self.raw.first_ts + (max(0, t - self.epoch) % span)
 
 
@@ -264,9 +372,10 @@ def klines(
 
 
 def _aggregate(path: SymbolPath, ta: int, tb: int, now: int) -> tuple[int, int, int, int, float]:
-    """OHLCV over [ta, tb), cut at `now` for the current interval."""
+    """OHLCV over [ta, tb), cut at `now` for the current interval: aggregated from the candles
+    when [ta, tb) is made of whole ones, else read off the path."""
     closed = tb <= now
-    if (tb - ta) % CANDLE_MS or (ta - path.epoch) % CANDLE_MS:
+    if (tb - ta) % path.step or (ta - path.epoch) % path.step:
         return path.ohlc_between(ta, tb if closed else now, closed)
     end_i = path.index_at(tb) if closed else path.index_at(now)
     parts = [path.candle(i) for i in range(path.index_at(ta), end_i)]
@@ -328,8 +437,11 @@ class MarketClock:
 
 
 def load_path(data_dir: Path, file_name: str, start_price: Decimal | None,
-              price_scale: Decimal | None, tick: Decimal, epoch_ms: int) -> SymbolPath:
-    raw = read_candles(data_dir / file_name)
+              price_scale: Decimal | None, tick: Decimal, epoch_ms: int,
+              interval_ms: int | None = None) -> SymbolPath:
+    """The path of one candle file (`file_name` relative to `data_dir`, or absolute);
+    `interval_ms`: the interval the file must have, None = detected from its timestamps."""
+    raw = read_candles(data_dir / file_name, interval_ms)
     if start_price is not None:
         units = float(start_price / tick) / raw.open[0]
     else:

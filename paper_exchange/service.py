@@ -42,7 +42,7 @@ class PaperExchange:
         paths, funding = {}, {}
         for symbol, spec in settings.symbols.items():
             path = load_path(DATA_DIR, spec.candles, spec.start_price, spec.price_scale,
-                             spec.tick_size, self.epoch)
+                             spec.tick_size, self.epoch, spec.interval_ms)
             rows = read_funding(DATA_DIR / spec.funding) if spec.funding else None
             paths[symbol] = path
             funding[symbol] = FundingRates(path, rows, settings.default_funding_rate)
