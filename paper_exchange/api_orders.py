@@ -2,6 +2,11 @@
 
 Every order request is audited: accepted / filled / expired / canceled, or rejected with the
 Binance code (app.py audits rejections, including ones raised before the handler ran).
+
+Client ids follow `QT_PAPER_CLIENT_ID_REUSE` (engine.py `_check_client_id`): by default, as on
+Binance, unique among open orders only, so one id may name several orders over time. A query or
+cancel by `origClientOrderId` / `clientAlgoId` then means the most recent order with that id on
+the symbol (Binance documents no choice; the newest is the only one that can still be open).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ def _ids(call: Call, id_name: str, client_name: str, message: str) -> tuple[int 
 @route("POST", "/fapi/v1/order", private=True, audited=True)
 def new_order(call: Call):
     req = parse_new_order(call.params, call.svc.markets)
-    order = call.engine.place_order(req, call.now)
+    order = call.engine.place_order(req, call.now, call.svc.settings.client_id_reuse)
     result = {"FILLED": "filled", "NEW": "accepted"}.get(order.status, order.status.lower())
     call.audit(result, symbol=order.symbol, side=order.side, type=order.type,
                client_id=order.client_id, order_id=order.order_id,
@@ -106,7 +111,7 @@ def cancel_all_open_orders(call: Call):
 @route("POST", "/fapi/v1/algoOrder", private=True, audited=True)
 def new_algo_order(call: Call):
     req = parse_new_algo_order(call.params, call.svc.markets)
-    algo = call.engine.place_algo_order(req, call.now)
+    algo = call.engine.place_algo_order(req, call.now, call.svc.settings.client_id_reuse)
     call.audit("accepted", symbol=algo.symbol, side=algo.side, type=algo.order_type,
                client_id=algo.client_id, algo_id=algo.algo_id)
     return shapes.algo_order(algo, call.svc.markets[algo.symbol])

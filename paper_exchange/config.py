@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -144,6 +145,9 @@ class PaperSettings(BaseSettings):
     default_funding_rate: float = 0.0001
     tick_interval_ms: int = Field(100, ge=1, description="background replay step (wall ms)")
     recv_window_max_ms: int = 60_000
+    # binance: a client id is "unique among open orders" (Binance's rule; reusable once its
+    # order filled, was cancelled or expired); never: refused forever once used (stricter).
+    client_id_reuse: Literal["binance", "never"] = "binance"
     symbols: dict[str, SymbolSpec] = Field(
         default_factory=default_symbols, description="replaces the default symbols")
     extra_symbols: dict[str, SymbolSpec] = Field(

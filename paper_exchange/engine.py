@@ -25,7 +25,7 @@ from paper_exchange.matching import (
 from paper_exchange.models import (
     ZERO, AlgoOrder, AuditEvent, Counters, Income, Market, Order, Position, Trade, money,
 )
-from paper_exchange.order_flow import OrderFlow
+from paper_exchange.order_flow import CLIENT_ID_REUSE, REUSE_BINANCE, REUSE_NEVER, OrderFlow
 from paper_exchange.replay import FundingRates, Segment, SymbolPath, funding_times, round_half_up
 
 
@@ -93,14 +93,16 @@ class Engine(OrderFlow):
     def _index(self) -> None:
         self.open_orders: dict[str, dict[int, Order]] = {s: {} for s in self.symbols}
         self.open_algos: dict[str, dict[int, AlgoOrder]] = {s: {} for s in self.symbols}
-        self.order_by_client: dict[str, Order] = {}
-        self.algo_by_client: dict[str, AlgoOrder] = {}
-        for o in self.orders.values():
-            self.order_by_client[o.client_id] = o
+        # (symbol, client id) -> the most recent order / algo order with that id on that symbol
+        # (ids are reusable once no order with them is open: see `_check_client_id`).
+        self.order_by_client: dict[tuple[str, str], Order] = {}
+        self.algo_by_client: dict[tuple[str, str], AlgoOrder] = {}
+        for o in sorted(self.orders.values(), key=lambda o: o.order_id):
+            self.order_by_client[(o.symbol, o.client_id)] = o
             if o.is_open and o.symbol in self.open_orders:
                 self.open_orders[o.symbol][o.order_id] = o
-        for a in self.algos.values():
-            self.algo_by_client[a.client_id] = a
+        for a in sorted(self.algos.values(), key=lambda a: a.algo_id):
+            self.algo_by_client[(a.symbol, a.client_id)] = a
             if a.is_open and a.symbol in self.open_algos:
                 self.open_algos[a.symbol][a.algo_id] = a
         self._watch_cache: dict[str, list[Watch] | None] = {s: None for s in self.symbols}
@@ -288,18 +290,48 @@ class Engine(OrderFlow):
         self.changes.audit.append(AuditEvent(market_ms=t, wall_ms=self.wall_ms, result=result,
                                              **fields))
 
-    def _use_client_id(self, client_id: str | None) -> str:
+    # -- client ids -----------------------------------------------------------------------------
+    #
+    # `binance` (the default): as Binance documents `newClientOrderId` / `clientAlgoId`, "a
+    # unique id among open orders". A client id is refused (-4116) only while an order with it
+    # is open (NEW / PARTIALLY_FILLED; an algo order until it triggers, is cancelled or
+    # expires), on any symbol, regular and algo alike; once no such order is open the same id
+    # makes a new order, and a query by the id returns the most recent order with it.
+    # `never` (QT_PAPER_CLIENT_ID_REUSE=never): stricter than Binance, an id used once on the
+    # account is refused forever. Used ids are recorded in both modes (the `client_ids` table),
+    # so switching to `never` on a restart also refuses the ids used before.
+
+    def _use_client_id(self, client_id: str | None, reuse: str = REUSE_BINANCE) -> str:
         if client_id is None:
             client_id = f"paper-{self._next('next_client_id')}"
-        if client_id in self.client_ids:
-            raise BinanceError(-4116)
+        self._check_client_id(client_id, reuse)
         self.client_ids.add(client_id)
         self.changes.client_ids.append(client_id)
         return client_id
 
-    def _check_client_id(self, client_id: str | None) -> None:
-        if client_id is not None and client_id in self.client_ids:
+    def _check_client_id(self, client_id: str | None, reuse: str = REUSE_BINANCE) -> None:
+        if client_id is None:
+            return
+        if reuse not in CLIENT_ID_REUSE:
+            raise ValueError(f"client id reuse must be one of {CLIENT_ID_REUSE}, not {reuse!r}")
+        if client_id in self.client_ids if reuse == REUSE_NEVER else self._open_client_id(
+                client_id):
             raise BinanceError(-4116)
+
+    def _open_client_id(self, client_id: str) -> bool:
+        """Whether an open order or algo order on any symbol carries this client id.
+
+        Only the most recent order with an id can be open (a new one is accepted only while
+        none is), so the by-client maps are enough.
+        """
+        for symbol in self.symbols:
+            order = self.order_by_client.get((symbol, client_id))
+            if order is not None and order.is_open:
+                return True
+            algo = self.algo_by_client.get((symbol, client_id))
+            if algo is not None and algo.is_open:
+                return True
+        return False
 
     # -- settings -------------------------------------------------------------------------------
 

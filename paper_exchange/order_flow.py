@@ -3,7 +3,7 @@
 `OrderFlow` is a mixin of `Engine` (engine.py), which owns the state it works on (markets,
 positions, orders, wallet, change tracking) and calls `_fill_resting`, `_trigger` and
 `_liquidate` when the replay reaches a resting order or a liquidation price. Validation here is
-what needs the account or the market: duplicate client id (-4116), reduce-only (-2022),
+what needs the account or the market: client id in use (-4116), reduce-only (-2022),
 notional (-4164), immediate trigger (-2021), post-only (-5022), FOK (-5021), margin (-2019).
 """
 
@@ -16,6 +16,11 @@ from paper_exchange import ledger
 from paper_exchange.errors import BinanceError
 from paper_exchange.models import ZERO, AlgoOrder, Order, Trade, money, plain
 from paper_exchange.order_params import NewAlgoOrder, NewOrder
+
+# How client ids may be reused (QT_PAPER_CLIENT_ID_REUSE; the rule is in engine.py
+# `_check_client_id`): "binance" = unique among open orders, "never" = once per account.
+REUSE_BINANCE, REUSE_NEVER = "binance", "never"
+CLIENT_ID_REUSE = (REUSE_BINANCE, REUSE_NEVER)
 
 
 class OrderFlow:
@@ -73,7 +78,7 @@ class OrderFlow:
                       orig_type, tif, price, qty, reduce_only, "NEW", t, t,
                       close_position=close_position, stop_price=stop_price)
         self.orders[order.order_id] = order
-        self.order_by_client[client_id] = order
+        self.order_by_client[(symbol, client_id)] = order
         self.changes.orders.add(order.order_id)
         return order
 
@@ -87,11 +92,11 @@ class OrderFlow:
 
     # -- regular orders -------------------------------------------------------------------------
 
-    def place_order(self, req: NewOrder, now: int) -> Order:
+    def place_order(self, req: NewOrder, now: int, client_id_reuse: str = REUSE_BINANCE) -> Order:
         market = self.markets[req.symbol]
         position = self.positions[req.symbol]
         sign = 1 if req.side == "BUY" else -1
-        self._check_client_id(req.client_id)
+        self._check_client_id(req.client_id, client_id_reuse)
         if req.reduce_only and not ledger.reducible(position.qty, sign, req.qty):
             raise BinanceError(-2022)
         current = self.price_ticks(req.symbol)
@@ -111,7 +116,7 @@ class OrderFlow:
         else:
             reserve = ZERO if req.time_in_force == "IOC" else self._margin_check(
                 req.symbol, sign, req.qty, req.price, req.reduce_only, ZERO)
-        client_id = self._use_client_id(req.client_id)
+        client_id = self._use_client_id(req.client_id, client_id_reuse)
         order = self._new_order(req.symbol, client_id, req.side, req.type, req.type,
                                 req.time_in_force, req.price, req.qty, req.reduce_only, now)
         if marketable:
@@ -144,8 +149,9 @@ class OrderFlow:
                    extra={"price": str(self.markets[order.symbol].price(fill))})
 
     def find_order(self, symbol: str, order_id: int | None, client_id: str | None) -> Order | None:
+        """By order id, else the most recent order on `symbol` with this client id."""
         order = self.orders.get(order_id) if order_id is not None else (
-            self.order_by_client.get(client_id) if client_id is not None else None)
+            self.order_by_client.get((symbol, client_id)) if client_id is not None else None)
         return order if order is not None and order.symbol == symbol else None
 
     def cancel_order(self, symbol: str, order_id: int | None, client_id: str | None,
@@ -170,11 +176,12 @@ class OrderFlow:
 
     # -- conditional (algo) orders --------------------------------------------------------------
 
-    def place_algo_order(self, req: NewAlgoOrder, now: int) -> AlgoOrder:
+    def place_algo_order(self, req: NewAlgoOrder, now: int,
+                         client_id_reuse: str = REUSE_BINANCE) -> AlgoOrder:
         market = self.markets[req.symbol]
         position = self.positions[req.symbol]
         sign = 1 if req.side == "BUY" else -1
-        self._check_client_id(req.client_id)
+        self._check_client_id(req.client_id, client_id_reuse)
         closing_only = req.reduce_only or req.close_position
         # Flat is fine for a reduce-only stop (it expires if still flat when it triggers);
         # an existing position on the order's own side would be increased.
@@ -193,7 +200,7 @@ class OrderFlow:
             falls = (req.type == "STOP_MARKET") == (sign < 0)
             if (current <= req.trigger) if falls else (current >= req.trigger):
                 raise BinanceError(-2021)
-        client_id = self._use_client_id(req.client_id)
+        client_id = self._use_client_id(req.client_id, client_id_reuse)
         algo = AlgoOrder(
             self._next("next_algo_id"), req.symbol, client_id, req.side, req.type, req.qty,
             req.trigger, req.reduce_only, req.close_position, "NEW", now, now,
@@ -203,7 +210,7 @@ class OrderFlow:
             extreme=self.price(req.symbol) if trailing and req.activate is None else None,
         )
         self.algos[algo.algo_id] = algo
-        self.algo_by_client[client_id] = algo
+        self.algo_by_client[(req.symbol, client_id)] = algo
         self.open_algos[req.symbol][algo.algo_id] = algo
         self.changes.algos.add(algo.algo_id)
         self._touch(req.symbol)
@@ -235,6 +242,8 @@ class OrderFlow:
             algo.status = "REJECTED"
             self.audit("rejected", t, code=exc.code, msg=exc.msg, **fields)
             return
+        # The market order carries the stop's client id (fetchable as an ordinary order). No
+        # -4116 check: the id was taken by the stop, which stops being open right here.
         order = self._new_order(algo.symbol, algo.client_id, algo.side, "MARKET",
                                 algo.order_type, "GTC", 0, qty, reduce_only, t,
                                 close_position=algo.close_position, stop_price=algo.trigger)
@@ -248,8 +257,9 @@ class OrderFlow:
                        self.markets[algo.symbol].qty(qty))}, **fields)
 
     def find_algo(self, symbol: str, algo_id: int | None, client_id: str | None) -> AlgoOrder | None:
+        """By algo id, else the most recent algo order on `symbol` with this client id."""
         algo = self.algos.get(algo_id) if algo_id is not None else (
-            self.algo_by_client.get(client_id) if client_id is not None else None)
+            self.algo_by_client.get((symbol, client_id)) if client_id is not None else None)
         return algo if algo is not None and algo.symbol == symbol else None
 
     def cancel_algo_order(self, symbol: str, algo_id: int | None, client_id: str | None,

@@ -21,10 +21,19 @@ from trading.models import Side
 pytestmark = pytest.mark.integration
 BTC = "BTCUSDT"
 PLACED = ("accepted", "filled")
+ORDER_PATHS = ("/fapi/v1/order", "/fapi/v1/algoOrder")
 
 
 def placements(paper, cid: str) -> list[dict]:
     return [e for e in paper.audit(client_id=cid) if e["method"] == "POST" and e["result"] in PLACED]
+
+
+def create_requests(paper, cid: str) -> list[str]:
+    """Every order-create request the exchange received with this client id, whatever its
+    outcome: a resend refused with -4116 counts too (on Binance that refusal exists only while
+    the first order is open; once it filled, the resend is a second order)."""
+    return [e["result"] for e in paper.audit(client_id=cid)
+            if e["method"] == "POST" and e["path"] in ORDER_PATHS]
 
 
 async def run(fn, arg):
@@ -78,7 +87,7 @@ async def test_dropped_connection_after_accept_is_retried_without_a_second_order
     retried = await run(orders.place_order, stop("t1-sl-1", "61000"))
     assert retried.already_existed and retried.is_open and retried.conditional
     assert (retried.type, retried.trigger_price, retried.reduce_only) == ("STOP_MARKET", Decimal("61000.00"), True)
-    assert len(placements(paper, "t1-sl-1")) == 1
+    assert create_requests(paper, "t1-sl-1") == ["accepted"]  # no resend, not even a refused one
 
 
 async def test_dropped_regular_order_is_found_by_the_retry(orders, paper):
@@ -197,3 +206,114 @@ async def test_transient_refusals_are_retryable(orders, paper, status, code, kin
     assert failed.value.type == kind and not failed.value.non_retryable
     placed = await run(orders.place_order, market("t5-entry"))  # Temporal's retry
     assert not placed.already_existed and len(placements(paper, "t5-entry")) == 1
+
+
+# -- a retried step sends no second order request ------------------------------------------------
+#
+# The paper exchange follows Binance's rule (QT_PAPER_CLIENT_ID_REUSE=binance, the default): a
+# client id is refused only while its order is open, so after a fill or a trigger nothing on the
+# exchange stops a resend from becoming a second order. The look-up by client id before placing
+# is the only guard, and these tests are what notice when it is gone.
+
+
+def take_profit(cid: str, trigger: str = "65000", qty: str = "0.01"):
+    return PlaceOrderRequest(symbol=BTC, side=Side.SELL, type=OrderType.TAKE_PROFIT_MARKET,
+                             quantity=Decimal(qty), client_order_id=cid,
+                             trigger_price=Decimal(trigger), reduce_only=True)
+
+
+def trailing(cid: str, qty: str = "0.01"):
+    return PlaceOrderRequest(symbol=BTC, side=Side.SELL, type=OrderType.TRAILING_STOP_MARKET,
+                             quantity=Decimal(qty), client_order_id=cid,
+                             callback_rate_pct=Decimal("0.8"), reduce_only=True)
+
+
+STEPS = {  # kind -> (request, endpoint, what the exchange answers the one create with)
+    "market": (lambda: market("r1-entry"), "/fapi/v1/order", "filled"),
+    "limit": (lambda: PlaceOrderRequest(symbol=BTC, side=Side.BUY, type=OrderType.LIMIT,
+                                        quantity=Decimal("0.01"), price=Decimal("62000"),
+                                        client_order_id="r1-bid"), "/fapi/v1/order", "accepted"),
+    "stop": (lambda: stop("r1-sl-1", "61000"), "/fapi/v1/algoOrder", "accepted"),
+    "take_profit": (lambda: take_profit("r1-tp1"), "/fapi/v1/algoOrder", "accepted"),
+    "trailing": (lambda: trailing("r1-trail"), "/fapi/v1/algoOrder", "accepted"),
+}
+
+
+async def position_qty(orders) -> Decimal:
+    return (await run(orders.get_position, PositionRequest(symbol=BTC))).quantity
+
+
+@pytest.mark.parametrize("lost_answer", [False, True], ids=["retried", "answer-lost"])
+@pytest.mark.parametrize("kind", list(STEPS))
+async def test_a_retried_placement_sends_no_second_create(orders, paper, kind, lost_answer):
+    make, path, outcome = STEPS[kind]
+    request = make()
+    cid = request.client_order_id
+    if request.reduce_only:
+        await open_long(orders, cid="r1-entry-for-stops")
+    before = await position_qty(orders)
+    if lost_answer:  # the exchange accepts the order, the connection drops before the answer
+        paper.add_fault(path=path, method="POST", drop_after_accept=True)
+        with pytest.raises(ApplicationError) as failed:
+            await run(orders.place_order, request)
+        assert not failed.value.non_retryable  # Temporal retries the step
+        first = None
+    else:
+        first = await run(orders.place_order, request)
+        assert not first.already_existed
+    retried = await run(orders.place_order, request)  # the retried step
+    assert retried.already_existed and retried.client_order_id == cid
+    if first is not None:
+        assert retried.order_id == first.order_id
+    assert create_requests(paper, cid) == [outcome]  # one request, never a second one
+    state = paper.state()
+    if kind == "market":
+        assert retried.filled == Decimal("0.010")
+        assert await position_qty(orders) == before + Decimal("0.01")  # the quantity once
+    else:
+        assert await position_qty(orders) == before
+        listed = state["open_algo_orders"] if request.type.conditional else state["open_orders"]
+        key = "clientAlgoId" if request.type.conditional else "clientOrderId"
+        assert [o[key] for o in listed if o[key] == cid] == [cid]  # one resting order
+
+
+async def test_a_retried_stop_that_already_fired_is_not_placed_again(orders, paper):
+    """The stop step placed its order, the answer was lost, the stop fired before the retry:
+    on Binance the id is free again, so only the look-up keeps the retry from a second stop."""
+    await open_long(orders, qty="0.02")
+    paper.add_fault(path="/fapi/v1/algoOrder", method="POST", drop_after_accept=True)
+    with pytest.raises(ApplicationError):
+        await run(orders.place_order, stop("r2-sl-1", "61000"))
+    paper.set_price(BTC, 60900)  # the stop fires: 0.01 sold
+    retried = await run(orders.place_order, stop("r2-sl-1", "61000"))
+    assert retried.already_existed and retried.status == "closed" and retried.triggered_order_id
+    assert create_requests(paper, "r2-sl-1") == ["accepted"]
+    assert paper.state()["open_algo_orders"] == []
+    assert await position_qty(orders) == Decimal("0.010")
+
+
+async def test_a_retried_entry_after_its_fill_and_the_close_sends_nothing(orders, paper):
+    """A late retry of the entry step (the trade is already flat): the id is free on Binance."""
+    await open_long(orders, cid="r3-entry")
+    await run(orders.close_position, ClosePositionRequest(symbol=BTC, client_order_id="r3-close"))
+    retried = await run(orders.place_order, market("r3-entry"))
+    assert retried.already_existed and retried.filled == Decimal("0.010")
+    assert create_requests(paper, "r3-entry") == ["filled"]
+    assert await position_qty(orders) == 0
+
+
+async def test_a_close_whose_answer_was_lost_is_not_sent_again(orders, paper):
+    await open_long(orders, cid="r4-entry", qty="0.02")
+    paper.add_fault(path="/fapi/v1/order", method="POST", drop_after_accept=True)
+    with pytest.raises(ApplicationError) as failed:
+        await run(orders.close_position, ClosePositionRequest(symbol=BTC, client_order_id="r4-close"))
+    assert not failed.value.non_retryable
+    assert await position_qty(orders) == 0  # the close went through
+    retried = await run(orders.close_position,
+                        ClosePositionRequest(symbol=BTC, client_order_id="r4-close"))
+    assert not retried.was_flat and retried.order.already_existed
+    assert retried.order.filled == Decimal("0.020") and retried.remaining_quantity == 0
+    assert create_requests(paper, "r4-close") == ["filled"]
+    again = await run(orders.close_position,  # and once more: still nothing new
+                      ClosePositionRequest(symbol=BTC, client_order_id="r4-close"))
+    assert again.order.already_existed and create_requests(paper, "r4-close") == ["filled"]

@@ -30,12 +30,13 @@ async def would_trigger(ex, paper):
 
 
 async def duplicate_client_id(ex, paper):
-    await ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "dup-1"})
+    # "Unique among open orders": refused while the first order with the id rests.
+    await ex.create_order(BTC, "limit", "buy", 0.01, 62000, params={"clientOrderId": "dup-1"})
     await ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "dup-1"})
 
 
 async def duplicate_across_algo_and_regular(ex, paper):
-    await ex.create_order(BTC, "market", "buy", 0.01)
+    await ex.create_order(BTC, "market", "buy", 0.01)  # the open stop below holds the id
     await ex.create_order(BTC, "market", "sell", 0.01, params={
         "triggerPrice": 60000, "reduceOnly": True, "clientOrderId": "dup-2"})
     await ex.create_order(BTC, "market", "sell", 0.01, params={"clientOrderId": "dup-2"})
