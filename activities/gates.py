@@ -32,7 +32,8 @@ from trading.features import MarketFeatures
 from activities.risk_settings import RiskSettings
 from activities.temporal_errors import to_application_error
 from signals_ingest.streams import latest_price_key, parse_latest_price
-from trading.intent import TradeIntent, intent_age_s, is_stale
+from trading.entry_checks import EntryGuard, deviation_problem, price_deviation_pct
+from trading.intent import TradeIntent, intent_age_s, is_from_future, is_stale
 from trading.models import Side
 from trading.sizing import size_position
 
@@ -40,16 +41,40 @@ SAFE_MODE_KEY = "quantum:safety:safe_mode"  # old system's names: its tools keep
 KILL_SWITCH_KEY = "quantum:safety:kill_switch"
 COOLDOWN_KEY = "quantum:cooldown:{symbol}"
 LOCK_KEY = "quantum:lock:symbol:{symbol}"
+# workflow id -> the first run id of the trade that passed the gates under it (kept 90 days).
+FIRST_RUN_KEY = "quantum:trade:first_run:{workflow_id}"
+FIRST_RUN_TTL_S = 90 * 86_400
+# Rejections per gate (the first gate that refused), for `qt status` and dashboards.
+GATE_REJECTIONS_KEY = "quantum:stats:gate_rejections"
 
 GATE_ORDER = (
-    "safe_mode", "kill_switch", "allowlist", "stale_intent", "confidence", "cooldown",
-    "max_open_trades", "max_total_exposure", "free_margin", "market", "price_deviation",
-    "symbol_lock",
+    "workflow_id_reuse", "safe_mode", "kill_switch", "allowlist", "stale_intent", "future_intent",
+    "confidence", "cooldown",
+    "max_open_trades", "max_total_exposure", "free_margin", "position_size", "market",
+    "price_deviation", "symbol_lock",
 )
+
+# Take the symbol lock and record which run traded under this workflow id, in one atomic step:
+# a second run of the same workflow id (the CLI's default reuse policy allows one after the
+# first closed) is refused here even if it raced the first run's record.
+_TAKE_LUA = """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then return {0, owner, ''} end
+if ARGV[2] ~= '' then
+  local run = redis.call('GET', KEYS[2])
+  if run and run ~= ARGV[2] then return {0, '', run} end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) end
+return {1, '', ''}
+"""
 
 # Delete the lock only if this workflow owns it, and start the cooldown, in one atomic step.
 # The cooldown starts when we released it or nobody holds it (a retried release after the
-# first one succeeded), never while another trade owns the symbol.
+# first one succeeded), never while another trade owns the symbol. Its value is the market
+# time it ends (ARGV[3], ms; the gates compare it with the market clock); the wall-clock TTL
+# (ARGV[2]) only cleans the key up. An empty ARGV[3] (older workflows) stores the workflow id
+# and the TTL is the cooldown, as before.
 _RELEASE_LUA = """
 local owner = redis.call('GET', KEYS[1])
 local released = 0
@@ -58,10 +83,14 @@ if owner == ARGV[1] then
   released = 1
 end
 if (released == 1 or not owner) and tonumber(ARGV[2]) > 0 then
-  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+  local value = ARGV[1]
+  if ARGV[3] ~= '' then value = ARGV[3] end
+  redis.call('SET', KEYS[2], value, 'EX', ARGV[2])
 end
 return {released, owner or ''}
 """
+# A market-time cooldown's key outlives it in wall time (the market clock may run slower).
+_COOLDOWN_KEY_TTL_MIN_S = 86_400
 
 
 FeatureSource = Callable[[str], Awaitable[MarketFeatures | None]]
@@ -75,6 +104,10 @@ def cooldown_key(symbol: str) -> str:
     return COOLDOWN_KEY.format(symbol=symbol.upper())
 
 
+def first_run_key(workflow_id: str) -> str:
+    return FIRST_RUN_KEY.format(workflow_id=workflow_id)
+
+
 def _text(value: Any) -> Any:
     """Works with clients with or without decode_responses."""
     return value.decode() if isinstance(value, bytes) else value
@@ -82,6 +115,30 @@ def _text(value: Any) -> Any:
 
 def _ttl_text(ttl: int) -> str:
     return f"expires in {ttl} s" if ttl > 0 else "no expiry"
+
+
+def _passed(verdicts: list[GateVerdict], name: str) -> bool:
+    return next(v.passed for v in verdicts if v.name == name)
+
+
+def _cooldown_verdict(symbol: str, snap: _Snapshot, now_ms: int) -> GateVerdict:
+    """The cooldown ends at a market time (like every other lifecycle rule); a key written by an
+    older workflow holds its id and lasts its wall-clock TTL."""
+    name = "cooldown"
+    if snap.cooldown_ttl == -2:  # no key (-1: a key without expiry)
+        return GateVerdict(name=name, passed=True, detail=f"{symbol} is not cooling down")
+    value = snap.cooldown_value or ""
+    if not value.isdigit():
+        return GateVerdict(name=name, passed=False,
+                           detail=f"{symbol} is cooling down after a close ({_ttl_text(snap.cooldown_ttl)})")
+    until_ms = int(value)
+    until = datetime.fromtimestamp(until_ms / 1000, tz=UTC)
+    if now_ms >= until_ms:
+        return GateVerdict(name=name, passed=True,
+                           detail=f"{symbol} cooled down (until {until:%H:%M:%S} UTC market time)")
+    return GateVerdict(name=name, passed=False,
+                       detail=f"{symbol} is cooling down after a close until {until:%Y-%m-%d %H:%M:%S} "
+                              f"UTC market time ({(until_ms - now_ms) / 1000:.0f} s left)")
 
 
 def _reason_of(raw: str) -> str:
@@ -98,11 +155,15 @@ class _Snapshot(BaseModel):
     safe_mode_ttl: int
     kill_switch: str | None
     cooldown_ttl: int
+    cooldown_value: str | None = None  # market time (ms) the cooldown ends; older: a workflow id
+    first_run: str | None = None  # the run that already traded under this workflow id
     lock_owner: str | None
     locked_symbols: set[str]
     rules: SymbolRules | None = None
     price: Decimal | None = None
     price_time_ms: int | None = None
+    clock_ms: int | None = None  # the market clock: the feed's price time, else the exchange's
+    clock_from_exchange: bool = False
     equity: Decimal | None = None
     free_margin: Decimal | None = None
     open_notional: dict[str, Decimal] = {}  # symbol id -> |notional| of open positions
@@ -120,29 +181,38 @@ class GateActivities:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    async def _read_redis(self, symbol: str) -> _Snapshot:
-        """The flags, locks and cooldown (one round trip), the feed's price if fresh, and the
-        market clock: everything the exchange-free gates need."""
-        r = self._redis
+    async def _read_redis(self, request: GateRequest) -> _Snapshot:
+        """The flags, locks, cooldown and run record (one round trip), the feed's price if
+        fresh, and the market clock: everything the exchange-free gates need."""
+        r, symbol = self._redis, request.intent.symbol
         async with r.pipeline(transaction=False) as pipe:
             pipe.get(SAFE_MODE_KEY).ttl(SAFE_MODE_KEY).get(KILL_SWITCH_KEY)
-            pipe.ttl(cooldown_key(symbol)).get(lock_key(symbol)).hgetall(latest_price_key(symbol))
+            pipe.ttl(cooldown_key(symbol)).get(cooldown_key(symbol)).get(lock_key(symbol))
+            pipe.get(first_run_key(request.workflow_id)).hgetall(latest_price_key(symbol))
             *replies, feed = await pipe.execute()
-            safe, safe_ttl, kill, cool_ttl, owner = map(_text, replies)
+            safe, safe_ttl, kill, cool_ttl, cool_value, owner, first_run = map(_text, replies)
         prefix = LOCK_KEY.format(symbol="")
         locked = {_text(k)[len(prefix):] async for k in r.scan_iter(match=prefix + "*", count=500)}
         price, price_time = self._feed_price(feed)
         return _Snapshot(safe_mode=safe, safe_mode_ttl=safe_ttl, kill_switch=kill, cooldown_ttl=cool_ttl,
-                         lock_owner=owner, locked_symbols=locked, price=price, price_time_ms=price_time)
+                         cooldown_value=cool_value, first_run=first_run, lock_owner=owner,
+                         locked_symbols=locked, price=price, price_time_ms=price_time,
+                         clock_ms=price_time)
 
     async def _market_clock(self, snap: _Snapshot) -> None:
-        """Market time for the stale check: the feed's price time, else the exchange's clock."""
-        if snap.price_time_ms is None:
-            exchange = await self._holder.exchange()
-            try:
-                snap.price_time_ms = int(await exchange.fetch_time())
-            except Exception as exc:  # noqa: BLE001
-                raise to_application_error(exc) from exc
+        """Market time for the stale and future checks: the feed's price time, else the
+        exchange's clock (`price_time_ms` then carries it, as the report always did)."""
+        if snap.clock_ms is None:
+            await self._exchange_clock(snap)
+            snap.price_time_ms = snap.clock_ms
+
+    async def _exchange_clock(self, snap: _Snapshot) -> None:
+        exchange = await self._holder.exchange()
+        try:
+            snap.clock_ms = int(await exchange.fetch_time())
+        except Exception as exc:  # noqa: BLE001
+            raise to_application_error(exc) from exc
+        snap.clock_from_exchange = True
 
     async def _read_exchange(self, symbol: str, snap: _Snapshot) -> None:
         """Rules, price (unless the feed gave a fresh one), balance and positions: the calls that
@@ -191,6 +261,14 @@ class GateActivities:
         def gate(name: str, passed: bool, fail: str, ok: str) -> None:
             out.append(GateVerdict(name=name, passed=passed, detail=ok if passed else fail))
 
+        if request.first_run_id is None:
+            gate("workflow_id_reuse", True, "", "not checked: the workflow sent no run id")
+        else:
+            gate("workflow_id_reuse", snap.first_run in (None, request.first_run_id),
+                 f"workflow id {request.workflow_id} was already used by run {snap.first_run}, "
+                 "which passed the gates and may have traded: a trade id is used once (send a "
+                 "new intent_id)",
+                 f"first run under {request.workflow_id}")
         gate("safe_mode", snap.safe_mode is None,
              f"safe mode is on ({_reason_of(snap.safe_mode or '')}; {_ttl_text(snap.safe_mode_ttl)})",
              "safe mode is off")
@@ -200,18 +278,21 @@ class GateActivities:
              f"{symbol} is not in the allowlist ({', '.join(s.allowlist)})",
              "allowlist is empty: every market allowed" if not s.allowlist else f"{symbol} is allowed")
 
-        now_ms = request.now_ms or snap.price_time_ms or int(time.time() * 1000)
+        now_ms = request.now_ms or snap.clock_ms or int(time.time() * 1000)
         now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
         age = intent_age_s(intent, now)
         gate("stale_intent", not is_stale(intent, now, s.max_intent_age_s),
              f"intent is stale: {age:.0f} s old at market time (max {s.max_intent_age_s:g} s)",
              f"intent is {age:.0f} s old (max {s.max_intent_age_s:g} s)")
+        gate("future_intent", not is_from_future(intent, now, s.max_intent_future_s),
+             f"intent is stamped {-age:.0f} s in the future of the market clock "
+             f"({intent.timestamp:%Y-%m-%d %H:%M:%S} UTC vs {now:%Y-%m-%d %H:%M:%S} UTC; max "
+             f"{s.max_intent_future_s:g} s): the producer's clock or time unit is wrong",
+             f"not from the future (tolerance {s.max_intent_future_s:g} s)")
         gate("confidence", intent.confidence >= s.min_confidence,
              f"confidence {intent.confidence:g} is below the threshold {s.min_confidence:g}",
              f"confidence {intent.confidence:g} >= {s.min_confidence:g}")
-        gate("cooldown", snap.cooldown_ttl == -2,  # -2: no key; -1: key without expiry
-             f"{symbol} is cooling down after a close ({_ttl_text(snap.cooldown_ttl)})",
-             f"{symbol} is not cooling down")
+        out.append(_cooldown_verdict(symbol, snap, now_ms))
         return out
 
     def _exchange_verdicts(self, request: GateRequest, snap: _Snapshot) -> list[GateVerdict]:
@@ -239,6 +320,13 @@ class GateActivities:
         gate("free_margin", free >= s.min_free_margin_usd and free > 0,
              f"free margin {free:.2f} USDT is below {s.min_free_margin_usd} USDT",
              f"free margin {free:.2f} USDT")
+        # position_size_usd is margin: more than the whole account can never be margined, so
+        # such a request is a producer's mistake (a unit mix-up), not a trade to cap silently.
+        equity = snap.equity or Decimal(0)
+        gate("position_size", intent.position_size_usd <= equity,
+             f"position_size_usd {intent.position_size_usd:f} is more than the account's equity "
+             f"{equity:.2f} USDT: it could never be margined",
+             f"position_size_usd {intent.position_size_usd:f} <= equity {equity:.2f} USDT")
 
         out.append(self._market_verdict(intent, snap, leverage))
         out.append(self._deviation_verdict(intent, snap))
@@ -274,23 +362,31 @@ class GateActivities:
         name = "price_deviation"
         if snap.price is None:
             return GateVerdict(name=name, passed=False, detail="no market price")
-        deviation = abs(snap.price - intent.entry_price) / intent.entry_price * 100
         limit = self._settings.max_entry_deviation_pct
-        if deviation > Decimal(str(limit)):
-            return GateVerdict(name=name, passed=False,
-                               detail=f"price moved {deviation:.2f} % from the intent's entry "
-                                      f"{intent.entry_price} to {snap.price} (max {limit:g} %)")
+        problem = deviation_problem(intent.entry_price, snap.price, limit)
+        if problem:
+            return GateVerdict(name=name, passed=False, detail=problem)
+        deviation = price_deviation_pct(intent.entry_price, snap.price)
         return GateVerdict(name=name, passed=True,
                            detail=f"price {snap.price} is {deviation:.2f} % from entry (max {limit:g} %)")
 
-    async def _lock_verdict(self, workflow_id: str, symbol: str, owner: str | None,
+    async def _lock_verdict(self, request: GateRequest, owner: str | None,
                             take: bool) -> tuple[GateVerdict, bool]:
+        workflow_id, symbol = request.workflow_id, request.intent.symbol
         name, key = "symbol_lock", lock_key(symbol)
         if take and owner is None:
-            # SET NX: of two workflows racing for the symbol exactly one wins.
-            if await self._redis.set(key, workflow_id, nx=True):
+            # One atomic step: of two workflows racing for the symbol exactly one wins, and a
+            # second run of this workflow id racing the first one's record is refused.
+            taken, owner, first_run = await self._redis.eval(
+                _TAKE_LUA, 2, key, first_run_key(workflow_id), workflow_id,
+                request.first_run_id or "", FIRST_RUN_TTL_S)
+            owner, first_run = _text(owner) or None, _text(first_run) or None
+            if int(taken):
                 return GateVerdict(name=name, passed=True, detail=f"lock on {symbol} taken"), True
-            owner = _text(await self._redis.get(key))
+            if first_run is not None:
+                return GateVerdict(name=name, passed=False,
+                                   detail=f"workflow id {workflow_id} was already used by run "
+                                          f"{first_run}"), False
         if owner == workflow_id:
             return GateVerdict(name=name, passed=True,
                                detail=f"lock on {symbol} already held by this workflow"), take
@@ -305,10 +401,15 @@ class GateActivities:
     @activity.defn(name="run_gates")
     async def run_gates(self, request: GateRequest) -> GateReport:
         symbol = request.intent.symbol
-        snap = await self._read_redis(symbol)
+        snap = await self._read_redis(request)
         if request.now_ms is None:
             await self._market_clock(snap)
         verdicts = self._redis_verdicts(request, snap)
+        if request.now_ms is None and not snap.clock_from_exchange and not _passed(verdicts, "future_intent"):
+            # The feed's last price can be a poll behind the exchange's clock (at a fast replay,
+            # minutes of market time): ask the exchange itself before calling an intent early.
+            await self._exchange_clock(snap)
+            verdicts = self._redis_verdicts(request, snap)
         refused = next((v.name for v in verdicts if not v.passed), None)
         if refused is None:
             await self._read_exchange(symbol, snap)
@@ -320,18 +421,30 @@ class GateActivities:
                                      detail=f"not checked: already refused by {refused}")
                          for name in GATE_ORDER[len(verdicts):-1]]
         others_ok = all(v.passed for v in verdicts)
-        lock, acquired = await self._lock_verdict(request.workflow_id, symbol, snap.lock_owner,
-                                                  take=others_ok)
+        lock, acquired = await self._lock_verdict(request, snap.lock_owner, take=others_ok)
         verdicts.append(lock)
         failed = [v for v in verdicts if not v.passed]
         features = await self._features_of(symbol) if not failed else None
+        if failed:
+            await self._count_rejection(failed[0].name)
+        s = self._settings
+        guard = EntryGuard(side=request.intent.side, intent_entry_price=request.intent.entry_price,
+                           max_deviation_pct=s.max_entry_deviation_pct, gate_price=snap.price,
+                           recheck_after_s=s.entry_recheck_after_s)
         return GateReport(
             passed=not failed, verdicts=verdicts,
             rejection_reason=f"{failed[0].name}: {failed[0].detail}" if failed else None,
             lock_acquired=acquired and not failed, market_rules=snap.rules, price=snap.price,
             price_time_ms=snap.price_time_ms, equity=snap.equity, free_margin=snap.free_margin,
-            policy=self._policy, features=features,
+            policy=self._policy, features=features, entry_guard=None if failed else guard,
         )
+
+    async def _count_rejection(self, gate: str) -> None:
+        """Counted per refusing gate (at least once: a retried activity may count twice)."""
+        try:
+            await self._redis.hincrby(GATE_REJECTIONS_KEY, gate, 1)
+        except Exception as exc:  # noqa: BLE001 - a statistic never decides a trade
+            activity.logger.warning("gate rejection not counted: %s", exc)
 
     async def _features_of(self, symbol: str) -> MarketFeatures | None:
         """Features are an input of the kill score, not a gate: a failure here costs the trade
@@ -346,9 +459,11 @@ class GateActivities:
 
     @activity.defn(name="release_symbol_lock")
     async def release_symbol_lock(self, request: ReleaseLockRequest) -> ReleaseLockResult:
+        cooldown_s, until = max(0, request.cooldown_s), request.cooldown_until_ms
+        ttl = max(cooldown_s * 10, _COOLDOWN_KEY_TTL_MIN_S) if until is not None and cooldown_s else cooldown_s
         released, owner = await self._redis.eval(
             _RELEASE_LUA, 2, lock_key(request.symbol), cooldown_key(request.symbol),
-            request.workflow_id, max(0, request.cooldown_s))
+            request.workflow_id, ttl, "" if until is None else str(until))
         return ReleaseLockResult(released=bool(int(released)), owner=_text(owner) or None,
                                  cooldown_s=max(0, request.cooldown_s))
 

@@ -111,6 +111,10 @@ class OrderActivities:
             raise to_application_error(exc) from exc
         return _order_result(order, symbol_id, conditional=conditional, existed=True)
 
+    # The entry activity (activities/entry.py) builds on these two.
+    client = _client
+    lookup = _lookup
+
     @staticmethod
     async def _set_leverage(exchange: Any, unified: str, leverage: int, isolated: bool) -> str:
         mode = "isolated" if isolated else "cross"
@@ -138,6 +142,13 @@ class OrderActivities:
         existing = await self._lookup(exchange, unified, symbol_id, cid, conditional)
         if existing is not None:
             return existing
+        return await self.send_new(exchange, unified, symbol_id, request)
+
+    async def send_new(self, exchange: Any, unified: str, symbol_id: str,
+                       request: PlaceOrderRequest) -> OrderResult:
+        """Send an order the exchange was just asked about and does not have (`_lookup`)."""
+        conditional = request.type.conditional
+        cid = request.client_order_id
         if request.leverage is not None:
             await self._set_leverage(exchange, unified, request.leverage, isolated=True)
         order_type, params = self._ccxt_order(exchange, unified, request)

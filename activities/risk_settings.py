@@ -30,7 +30,14 @@ class RiskSettings(BaseSettings):
     risk_per_trade: Decimal = Field(Decimal("0.01"), gt=0, le=1)
     max_notional_usd: Decimal | None = Decimal("5000")
     max_intent_age_s: float = Field(120, gt=0)
+    # An intent stamped more than this many seconds of market time after the market clock is
+    # refused (`future_intent`): a producer's clock or unit is wrong, and such an intent would
+    # otherwise stay "fresh" for as long as it is early.
+    max_intent_future_s: float = Field(5, ge=0)
     max_entry_deviation_pct: float = Field(1.0, gt=0)
+    # An entry order sent later than this (wall seconds) after the gates, or by a retried
+    # attempt, re-checks the deviation and the planned stop against the live price first.
+    entry_recheck_after_s: float = Field(3.0, ge=0)
     # Stop distance assumed by the min-notional check when the intent carries no stop_loss
     # (the old system's fail-safe maximum SL).
     fallback_stop_pct: Decimal = Field(Decimal("2.0"), gt=0, lt=100)

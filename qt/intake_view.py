@@ -46,6 +46,7 @@ def intake_table(status: IntakeStatus, settings: IntakeSettings | None = None) -
         ("started / duplicates / dead-lettered", "{:.0f} / {:.0f} / {:.0f}".format(
             status.total("started"), status.total("duplicates"), status.total("dead_lettered"))),
         ("of them stale on arrival (lowest priority)", f"{status.total('deprioritized'):.0f}"),
+        ("intent_id conflicts (dead-lettered)", f"{status.total('conflicts'):.0f}"),
         ("DLQ length", f"[{'yellow' if status.dlq_length else 'green'}]{status.dlq_length}[/]"),
         ("consumers active / registered", f"{len(alive)} / {len(status.consumers)}"),
     ]

@@ -7,6 +7,8 @@ leaves it pending in the consumer group, where it is retried or reclaimed:
 - the workflow id comes from the intent (`trade-{intent_id}`, else a hash of its identity), and
   the id reuse policy refuses a second run, so a start repeated after a crash (started, then
   killed before XACK) is reported as "already started", counted as a duplicate and acknowledged;
+  the same `intent_id` with different content (another side, size, ...) is a conflict: it is
+  dead-lettered with both versions' differences and counted apart (`conflicts`);
 - invalid entries go to the DLQ and are acknowledged in one MULTI (never lost, never blocking);
 - Temporal unreachable: every start backs off together (exponential, jittered), nothing is
   acknowledged, the reader stops reading while all slots are busy: a backlog waits in Redis;
@@ -22,6 +24,7 @@ in the Web UI), so what happened to every entry can be looked up by its workflow
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -41,8 +44,8 @@ from signals_ingest.intake_status import read_intake_status
 from signals_ingest.known_symbols import KnownSymbols
 from signals_ingest.start_priority import BACKLOG_PRIORITY, MarketClock, start_priority
 from signals_ingest.streams import INTAKE_STATS_KEY
-from trading.intent import IntentError, parse_stream_fields
-from workflows.starter import start_trade
+from trading.intent import IntentError, parse_stream_fields, to_stream_fields
+from workflows.starter import IntentConflict, start_trade
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ _ENTRY_PROBLEMS = {RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.OUT_OF_RANGE}
 class Outcome(StrEnum):
     STARTED = "started"
     DUPLICATE = "duplicate"
+    CONFLICT = "conflict"  # dead-lettered: the intent_id already names a different intent
     DEAD_LETTERED = "dead_lettered"
 
 
@@ -60,6 +64,7 @@ class Outcome(StrEnum):
 class IntakeCounters:
     started: int = 0
     duplicates: int = 0
+    conflicts: int = 0  # also dead-lettered
     dead_lettered: int = 0
     reclaimed: int = 0
     start_failures: int = 0
@@ -338,6 +343,8 @@ class IntentIntake:
                 _, started = await start_trade(self.client, intent, task_queue=s.task_queue,
                                                rpc_timeout=timedelta(seconds=s.start_timeout_s),
                                                priority=priority)
+            except IntentConflict as err:
+                return await self._conflict(entry_id, fields, err)
             except RPCError as err:
                 if err.status in _ENTRY_PROBLEMS:
                     return await self._dead_letter(entry_id, fields, [f"Temporal refused the start: {err.message}"])
@@ -378,12 +385,26 @@ class IntentIntake:
         else:
             log.debug("start failed again (%s); next try in %.1f s", _describe(err), delay)
 
-    async def _dead_letter(self, entry_id: str, fields, problems: list[str]) -> Outcome:
+    async def _conflict(self, entry_id: str, fields, err: IntentConflict) -> Outcome:
+        """Same intent_id, other content: neither version is lost, neither silently wins."""
+        self.counters.conflicts += 1
+        existing = to_stream_fields(err.existing) if err.existing is not None else None
+        await self._dead_letter(entry_id, fields, [str(err)], outcome=Outcome.CONFLICT, extra={
+            "reason": "intent_id_conflict", "existing_workflow_id": err.workflow_id,
+            "existing_run_id": err.run_id or "",
+            "existing_intent": json.dumps(existing, ensure_ascii=False) if existing else "",
+            "differences": json.dumps(err.differences, ensure_ascii=False)})
+        return Outcome.CONFLICT
+
+    async def _dead_letter(self, entry_id: str, fields, problems: list[str],
+                           outcome: Outcome = Outcome.DEAD_LETTERED,
+                           extra: dict[str, str] | None = None) -> Outcome:
         s = self.settings
         letter = dead_letter(fields, stream=s.stream, stream_id=entry_id, problems=problems,
                              consumer=s.consumer, max_value_bytes=s.dlq_max_value_bytes)
+        letter.update(extra or {})
         self.counters.dead_lettered += 1
-        m.ENTRIES.labels(Outcome.DEAD_LETTERED.value).inc()
+        m.ENTRIES.labels(outcome.value).inc()
         async with self.redis.pipeline(transaction=True) as pipe:  # both or neither
             pipe.xadd(s.dlq_stream, letter, maxlen=s.dlq_maxlen, approximate=True)
             pipe.xack(s.stream, s.group, entry_id)
@@ -410,7 +431,8 @@ class IntentIntake:
         m.BACKING_OFF.set(1 if self.backoff.active else 0)
         key = INTAKE_STATS_KEY.format(consumer=s.consumer)
         stats = {
-            "started": c.started, "duplicates": c.duplicates, "dead_lettered": c.dead_lettered,
+            "started": c.started, "duplicates": c.duplicates, "conflicts": c.conflicts,
+            "dead_lettered": c.dead_lettered,
             "reclaimed": c.reclaimed, "start_failures": c.start_failures,
             "trimmed_before_start": c.trimmed_before_start, "deprioritized": c.deprioritized,
             "in_flight": len(self._in_flight),

@@ -13,7 +13,7 @@ from collections import deque
 from prometheus_client import Counter, Gauge, Histogram
 
 ENTRIES = Counter("qt_intake_entries_total", "Stream entries handled, by outcome",
-                  ["outcome"])  # started | duplicate | dead_lettered
+                  ["outcome"])  # started | duplicate | conflict | dead_lettered
 START_FAILURES = Counter("qt_intake_start_failures_total",
                          "Workflow starts that failed and will be retried (entry kept pending)", ["reason"])
 RECLAIMED = Counter("qt_intake_reclaimed_total", "Entries taken over from a consumer that stopped (XAUTOCLAIM)")

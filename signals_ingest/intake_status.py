@@ -15,7 +15,7 @@ from signals_ingest.intake_settings import IntakeSettings
 from signals_ingest.streams import INTAKE_STATS_KEY
 
 # Counters each intake process publishes (hash INTAKE_STATS_KEY, expires when it stops).
-STAT_FIELDS = ("started", "duplicates", "dead_lettered", "reclaimed", "start_failures",
+STAT_FIELDS = ("started", "duplicates", "conflicts", "dead_lettered", "reclaimed", "start_failures",
                "trimmed_before_start", "deprioritized", "in_flight", "starts_per_s", "backing_off", "last_error",
                "updated_ms")
 

@@ -1,8 +1,13 @@
 """Client order ids: derived from the workflow id and the lifecycle step, never random.
 
 The same (workflow, step) always yields the same id, so an activity retried after a crash asks
-the exchange "do you already have `trade-x1-entry`?" before placing anything, and a duplicate-id
-rejection (-4116) means "already placed", never "place again".
+the exchange "do you already have `trade-x1.3fa9c2-entry`?" before placing anything, and a
+duplicate-id rejection (-4116) means "already placed", never "place again".
+
+The `.3fa9c2` part is the run tag: a hash of the trade's first run id (kept through
+continue-as-new). A second run started under the same workflow id (the Temporal CLI allows it
+after the first closed) derives other ids, so it can never find the first run's orders and take
+them for its own; the gates refuse such a run anyway (`workflow_id_reuse`).
 """
 
 from __future__ import annotations
@@ -21,16 +26,31 @@ def is_valid_client_order_id(value: str) -> bool:
     return bool(CLIENT_ORDER_ID_PATTERN.fullmatch(value))
 
 
-def client_order_id(workflow_id: str, step: str) -> str:
-    """`{workflow_id}-{step}` when it fits Binance's 36 characters, else a stable short form.
+RUN_TAG_LEN = 6
+
+
+def run_tag(first_run_id: str) -> str:
+    """Six hex characters naming one trade's chain of runs (its first run id, hashed: run ids
+    may be time-ordered UUIDs whose leading characters two runs share)."""
+    if not first_run_id:
+        raise ValueError("first_run_id must not be empty")
+    return hashlib.sha256(first_run_id.encode()).hexdigest()[:RUN_TAG_LEN]
+
+
+def client_order_id(workflow_id: str, step: str, tag: str = "") -> str:
+    """`{workflow_id}.{tag}-{step}` (or `{workflow_id}-{step}` without a tag) when it fits
+    Binance's 36 characters, else a stable short form.
 
     The short form keeps the step readable at the end (`…-sl-2`) and replaces the workflow id
-    with a prefix plus a hash of the full id, so two long ids never collide in practice.
+    with a prefix plus a hash of the full id and tag, so two long ids never collide in practice.
     """
     if not _STEP.fullmatch(step):
         raise ValueError(f"step {step!r} must be 1-16 chars of [a-z0-9-], e.g. 'entry', 'sl-2'")
     if not workflow_id:
         raise ValueError("workflow_id must not be empty")
+    if tag and not re.fullmatch(r"[a-z0-9]{1,12}", tag):
+        raise ValueError(f"run tag {tag!r} must be 1-12 chars of [a-z0-9]")
+    workflow_id = f"{workflow_id}.{tag}" if tag else workflow_id
     safe_id = _UNSAFE.sub("_", workflow_id)
     candidate = f"{safe_id}-{step}"
     if len(candidate) <= MAX_LEN and safe_id == workflow_id:

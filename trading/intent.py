@@ -328,6 +328,25 @@ def workflow_id_for(intent: TradeIntent) -> str:
     return f"trade-{safe}"
 
 
+def intent_differences(existing: TradeIntent, new: TradeIntent) -> list[str]:
+    """What differs between two intents, field by field (`side: BUY -> SELL`); empty: the same
+    intent. Values are compared parsed, so "1.4650" equals "1.465" and an ISO time equals the
+    same instant in epoch milliseconds: a producer's re-publish is not a difference."""
+    a, b = existing.model_dump(), new.model_dump()
+    return [f"{name}: {_show_value(a[name])} -> {_show_value(b[name])}"
+            for name in TradeIntent.model_fields if a[name] != b[name]]
+
+
+def _show_value(value: Any) -> str:
+    if value is None:
+        return "(absent)"
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(getattr(value, "value", value))
+
+
 def intent_age_s(intent: TradeIntent, now: datetime) -> float:
     """Seconds from the intent's timestamp to `now` (market time; naive = UTC). Negative: future."""
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now
@@ -432,7 +451,7 @@ def _decimal(value: Any, *, bounded: bool = True) -> Decimal:
         raise ValueError(f"must be a number, got {_show(value)}")
     if not number.is_finite():
         raise ValueError(f"must be a finite number, got {_show(value)}")
-    if bounded and abs(number) > MAX_AMOUNT:
+    if bounded and abs(number) >= MAX_AMOUNT:
         raise ValueError(f"is implausibly large: {_show(value)}")
     return number
 

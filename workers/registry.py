@@ -81,9 +81,11 @@ def workflows_for(queue: str) -> list[type]:
 def activities_for(queue: str, deps: Dependencies) -> list:
     if queue == TRADE_EXECUTION:
         from activities.orders import OrderActivities
+        from activities.entry import EntryActivities
         orders = OrderActivities(deps.exchange_source())
-        return [orders.set_leverage, orders.place_order, orders.get_order, orders.cancel_order,
-                orders.close_position, orders.get_position, orders.get_fills]
+        entry = EntryActivities(orders)
+        return [orders.set_leverage, orders.place_order, entry.open_position, orders.get_order,
+                orders.cancel_order, orders.close_position, orders.get_position, orders.get_fills]
     if queue == TRADE_MONITOR:
         from activities.monitor import MonitorActivities
         return [MonitorActivities(deps.price_hub()).watch_position]

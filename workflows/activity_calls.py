@@ -75,6 +75,10 @@ _S = timedelta(seconds=1)
 
 RUN_GATES = Call("run_gates", TRADE_MARKET, GateReport, 30 * _S, _QUICK)
 RELEASE_SYMBOL_LOCK = Call("release_symbol_lock", TRADE_MARKET, ReleaseLockResult, 10 * _S, _UNTIL_DONE)
+# After the gates themselves could not run (Redis down, say), the release is tried within the
+# same short budget: the trade ends REJECTED instead of waiting for Redis forever (the lock can
+# only be held if a lost attempt took it; its owner is this workflow id, shown by the gate).
+RELEASE_SYMBOL_LOCK_QUICK = Call("release_symbol_lock", TRADE_MARKET, ReleaseLockResult, 10 * _S, _QUICK)
 RECORD_POSITION = Call("record_position", TRADE_MARKET, FeedbackResult, 10 * _S, _FEEDBACK)
 RECORD_CLOSE = Call("record_close", TRADE_MARKET, FeedbackResult, 10 * _S, _FEEDBACK)
 
@@ -83,6 +87,12 @@ RECORD_CLOSE = Call("record_close", TRADE_MARKET, FeedbackResult, 10 * _S, _FEED
 # position may have no stop yet (crash tests measured ~18-24 s with 20 s here).
 _ORDER_TIMEOUT = 13 * _S
 PLACE_ORDER = Call("place_order", TRADE_EXECUTION, OrderResult, _ORDER_TIMEOUT, _ORDER)
+# The entry and its protective stop in one attempt (activities/entry.py). A short heartbeat
+# timeout: a worker that dies after the fill is replaced within seconds and the retry places the
+# stop at once. The start-to-close covers the wait a retry may owe an in-flight entry request
+# (the exchange's recvWindow) plus both orders.
+OPEN_POSITION = Call("open_position", TRADE_EXECUTION, OrderResult, 30 * _S, _ORDER,
+                     heartbeat_timeout=3 * _S)
 GET_ORDER = Call("get_order", TRADE_EXECUTION, OrderResult | None, _ORDER_TIMEOUT, _ORDER)
 CANCEL_ORDER = Call("cancel_order", TRADE_EXECUTION, CancelResult, _ORDER_TIMEOUT, _UNTIL_DONE)
 CLOSE_POSITION = Call("close_position", TRADE_EXECUTION, ClosePositionResult, 20 * _S, _UNTIL_DONE)

@@ -8,7 +8,11 @@
 - the static summary is the one-line description the Web UI lists;
 - the search attributes the intent already knows (symbol, side, model, source, confidence,
   leverage, status PENDING) are set at start, so a backlog started while no worker runs can
-  already be filtered in the Web UI. The workflow upserts the same values when it begins.
+  already be filtered in the Web UI. The workflow upserts the same values when it begins;
+- an id already taken is a duplicate only when the intent under it is the same one (a
+  producer's re-publish, a restart between start and acknowledgement). The same `intent_id`
+  with other content (another side, size...) is a conflict, raised as `IntentConflict` with
+  the differences: the caller dead-letters it (intake) or answers 409 (API), never drops it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from trading.intent import TradeIntent, parse_stream_fields, to_stream_fields, workflow_id_for
+from trading.intent import (
+    IntentError,
+    TradeIntent,
+    intent_differences,
+    parse_stream_fields,
+    to_stream_fields,
+    workflow_id_for,
+)
 from trading.models import TradeStatus
 from workers.queues import TRADE_WORKFLOWS
 from workflows import search_attributes as sa
@@ -35,6 +46,19 @@ from workflows.trade_state import TradeResult
 from workflows.trade_view import static_summary
 
 WORKFLOW_TYPE = "TradeWorkflow"
+
+
+class IntentConflict(Exception):
+    """Another intent already runs (or ran) under this intent's workflow id."""
+
+    def __init__(self, workflow_id: str, run_id: str | None, existing: TradeIntent | None,
+                 differences: list[str]) -> None:
+        self.workflow_id, self.run_id, self.existing, self.differences = (
+            workflow_id, run_id, existing, differences)
+        what = "; ".join(differences) if differences else "its input could not be read as an intent"
+        super().__init__(
+            f"intent_id conflict: workflow {workflow_id} (run {run_id}) already holds a different "
+            f"intent under this id ({what}; existing -> this one)")
 
 
 def initial_search_attributes(intent: TradeIntent) -> TypedSearchAttributes:
@@ -71,4 +95,24 @@ async def start_trade(client: Client, fields: Mapping[str, Any] | TradeIntent,
             priority=priority)
         return handle, True
     except WorkflowAlreadyStartedError:
-        return client.get_workflow_handle(workflow_id, result_type=TradeResult), False
+        handle = client.get_workflow_handle(workflow_id, result_type=TradeResult)
+        run_id, existing = await existing_intent(client, handle)
+        differences = intent_differences(existing, intent) if existing is not None else []
+        if existing is None or differences:
+            raise IntentConflict(workflow_id, run_id, existing, differences) from None
+        return handle, False
+
+
+async def existing_intent(client: Client, handle: WorkflowHandle) -> tuple[str | None, TradeIntent | None]:
+    """(run id, intent) of the latest run under `handle`'s id: its first history event's input
+    (the intent fields; a continued run carries them first too). The intent is None when the
+    input is not a valid intent (a hand-made CLI start)."""
+    async for event in handle.fetch_history_events(page_size=1):
+        attributes = event.workflow_execution_started_event_attributes
+        run_id = attributes.original_execution_run_id or None
+        args = await client.data_converter.decode(attributes.input.payloads)
+        try:
+            return run_id, parse_stream_fields(args[0]) if args and isinstance(args[0], dict) else None
+        except IntentError:
+            return run_id, None
+    return None, None

@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         WatchRequest,
     )
     from activities.schemas.orders import (
+        LATE_ENTRY_REFUSED,
         WOULD_TRIGGER_IMMEDIATELY,
         ClosePositionRequest,
         FillsRequest,
@@ -59,8 +60,9 @@ with workflow.unsafe.imports_passed_through():
         OrderType,
         PlaceOrderRequest,
         PositionRequest,
+        ProtectiveStop,
     )
-    from trading.client_ids import client_order_id
+    from trading.client_ids import client_order_id, run_tag
     from trading.exits import (
         ExitAction,
         ExitDecision,
@@ -101,6 +103,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows.trade_view import details_markdown
 
 CANDLE_MS = 5 * 60 * 1000
+# Versioning (workflow.patched): runs started with this code tag their client order ids with
+# the trade's first run id, open the position through `open_position` (entry + protective stop
+# in one heartbeating activity, a late entry re-checked) and let the gates refuse a reused
+# workflow id. Histories recorded before it replay on the old path.
+RUN_TAGGED_ENTRY = "run-tagged-orders-open-position"
 
 
 class _StopRefused(Exception):
@@ -125,6 +132,14 @@ def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+async def _nothing() -> None:
+    return None
+
+
+async def _raise(err: BaseException) -> None:
+    raise err
+
+
 @workflow.defn(name="TradeWorkflow")
 class TradeWorkflow:
     @workflow.init
@@ -144,6 +159,8 @@ class TradeWorkflow:
         self._adjust_outcome: AdjustLevelsResult | str | None = None
         self._interrupt = False
         self._watch: workflow.ActivityHandle | None = None
+        self._gated_at_ms: int | None = None
+        self._stop_refused: _StopRefused | None = None  # by the exchange, in the entry activity
         self._in_flight: list[asyncio.Task] = []  # shielded order steps
         self._background: list[asyncio.Task] = []  # feedback writes
 
@@ -167,6 +184,9 @@ class TradeWorkflow:
     async def _start(self) -> None:
         """Stages 1-5: gates, sizing, adaptive levels, entry, protection."""
         intent, st = self.intent, self.state
+        first_run_id = workflow.info().first_execution_run_id
+        if workflow.patched(RUN_TAGGED_ENTRY) and first_run_id:
+            st.order_tag = run_tag(first_run_id)
         workflow.upsert_search_attributes([
             sa.SYMBOL.value_set(intent.symbol), sa.SIDE.value_set(intent.side.value),
             sa.CONFIDENCE.value_set(intent.confidence), sa.LEVERAGE.value_set(float(intent.leverage)),
@@ -179,10 +199,17 @@ class TradeWorkflow:
         # The report also carries the trade's policy and the entry features (kill score): every
         # extra activity would cost the history ~6 events.
         try:
-            report = await self._call(calls.RUN_GATES, GateRequest(workflow_id=st.workflow_id, intent=intent))
+            report = await self._call(calls.RUN_GATES, GateRequest(
+                workflow_id=st.workflow_id, intent=intent,
+                first_run_id=first_run_id if st.order_tag else None))
         except ActivityError as err:
-            await self._release_lock(cooldown=False)  # a failed attempt may have taken it
-            return await self._reject(f"gates could not run: {_failure(err)[1]}")
+            why = f"gates could not run: {_failure(err)[1]}"
+            try:  # a lost attempt may have taken the lock; tried within a short budget
+                await self._release_lock(cooldown=False, quick=st.order_tag is not None)
+            except ActivityError as release_err:
+                why += f"; the symbol lock could not be released either: {_failure(release_err)[1]}"
+            return await self._reject(why)
+        self._gated_at_ms = self._now_ms()
         st.policy = report.policy or TradePolicy()
         st.features_at_entry = report.features
         st.gates = report.verdicts
@@ -243,6 +270,9 @@ class TradeWorkflow:
             await self._reject(f"sizing: {err}")
             return False
         st.sizing = sizing
+        if report.entry_guard is not None:
+            st.entry_guard = report.entry_guard.model_copy(update={
+                "planned_stop": st.planned_levels.stop_loss, "gated_at_ms": self._gated_at_ms})
         if not sizing.ok:
             await self._release_lock(cooldown=False)
             await self._reject(f"sizing: {sizing.rejected_reason}")
@@ -255,10 +285,17 @@ class TradeWorkflow:
 
     async def _enter(self) -> bool:
         intent, st = self.intent, self.state
-        try:  # leverage (isolated) is set by the same activity, just before the order
-            order = await self._place("entry", PlaceOrderRequest(
-                symbol=intent.symbol, side=intent.side, type=OrderType.MARKET, leverage=st.leverage,
-                quantity=st.sizing.quantity, client_order_id=self._cid("entry")))
+        request = PlaceOrderRequest(  # leverage (isolated) is set by the same activity, just before
+            symbol=intent.symbol, side=intent.side, type=OrderType.MARKET, leverage=st.leverage,
+            quantity=st.sizing.quantity, client_order_id=self._cid("entry"))
+        try:
+            if st.order_tag is None:  # (histories from before RUN_TAGGED_ENTRY)
+                order = await self._place("entry", request)
+            else:
+                order = await self._open_position(request.model_copy(update={
+                    "entry_guard": st.entry_guard,
+                    "protective_stop": ProtectiveStop(client_order_id=self._cid("sl-1"),
+                                                      planned_levels=st.planned_levels)}))
             for _ in range(st.policy.entry_fill_checks):
                 if order.filled > 0 and order.average_price is not None:
                     break
@@ -267,7 +304,12 @@ class TradeWorkflow:
                                                                    client_order_id=order.client_order_id))
                 self._remember("entry", order)
         except ActivityError as err:
-            return await self._abort_entry(f"entry order failed: {_failure(err)[1]}")
+            kind, message = _failure(err)
+            if kind == LATE_ENTRY_REFUSED:  # nothing was sent: the gates' verdict is out of date
+                await self._release_lock(cooldown=False)
+                await self._reject(message)
+                return False
+            return await self._abort_entry(f"entry order failed: {message}")
         if order is None or order.filled <= 0 or order.average_price is None:
             return await self._abort_entry("entry order did not fill")
 
@@ -279,6 +321,13 @@ class TradeWorkflow:
         levels = rebase_levels(st.planned_levels, order.average_price)
         st.exit = ExitState.start(levels, opened_at=_utc(st.opened_at_ms))
         st.note(f"entry filled {order.filled} @ {order.average_price}")
+        if order.protective_stop is not None:  # placed by the entry activity itself
+            stop = order.protective_stop
+            if stop.trigger_price is not None and stop.trigger_price != levels.stop_loss:
+                st.note(f"stop rests at {stop.trigger_price}, planned {levels.stop_loss}")
+                st.exit = st.exit.model_copy(update={"stop": stop.trigger_price})
+        elif order.protective_stop_error:
+            self._stop_refused = _StopRefused(order.protective_stop_error, order.protective_stop_crossed)
         return True
 
     async def _abort_entry(self, why: str) -> bool:
@@ -301,9 +350,12 @@ class TradeWorkflow:
     async def _protect(self) -> None:
         st = self.state
         # The liquidation price (adjust_levels refuses a stop beyond it) is read alongside.
+        # The entry activity usually placed the stop already (`sl-1`).
+        placing = self._place_stop(st.exit.stop) if st.stop_client_id is None else _nothing()
+        if self._stop_refused is not None:  # the entry activity's stop was refused on its merits
+            placing = _raise(self._stop_refused)
         stop, position = await asyncio.gather(
-            self._place_stop(st.exit.stop),
-            self._call(calls.GET_POSITION, PositionRequest(symbol=self.intent.symbol)),
+            placing, self._call(calls.GET_POSITION, PositionRequest(symbol=self.intent.symbol)),
             return_exceptions=True)
         if isinstance(stop, _StopRefused):
             reason = ExitReason.SL if stop.crossed else ExitReason.PROTECTION_FAILED
@@ -798,14 +850,22 @@ class TradeWorkflow:
         await self._set_status(TradeStatus.REJECTED)
         return self._result()
 
-    async def _release_lock(self, cooldown: bool) -> None:
+    async def _release_lock(self, cooldown: bool, quick: bool = False) -> None:
+        """Free the symbol; with `cooldown`, no new trade of it until the policy's cooldown has
+        passed in market time after the close (`quick`: a bounded number of attempts)."""
         if self.intent is None:
             return
-        policy = self.state.policy
+        st, policy = self.state, self.state.policy
         seconds = policy.cooldown_s if cooldown and policy else 0
-        await self._call(calls.RELEASE_SYMBOL_LOCK, ReleaseLockRequest(
-            workflow_id=self.state.workflow_id, symbol=self.intent.symbol, cooldown_s=seconds))
-        self.state.lock_held = False
+        until = None
+        if seconds:
+            closed = st.closed_at_ms or st.last_price_ms or self._now_ms()
+            until = closed + seconds * 1000
+        call = calls.RELEASE_SYMBOL_LOCK_QUICK if quick else calls.RELEASE_SYMBOL_LOCK
+        await self._call(call, ReleaseLockRequest(
+            workflow_id=st.workflow_id, symbol=self.intent.symbol, cooldown_s=seconds,
+            cooldown_until_ms=until))
+        st.lock_held = False
 
     async def _set_status(self, status: TradeStatus, *extra) -> None:
         """Search attributes change with the status only (one history event per change)."""
@@ -819,7 +879,7 @@ class TradeWorkflow:
             workflow.set_current_details(details_markdown(self.intent, self.state))
 
     def _cid(self, step: str) -> str:
-        return client_order_id(self.state.workflow_id, step)
+        return client_order_id(self.state.workflow_id, step, self.state.order_tag or "")
 
     def _now_ms(self) -> int:
         return int(workflow.now().timestamp() * 1000)
@@ -843,6 +903,17 @@ class TradeWorkflow:
             self._remember(step, order)  # recorded even when a kill interrupted the caller
             return order
         return await self._shielded(place())
+
+    async def _open_position(self, request: PlaceOrderRequest) -> OrderResult:
+        """The entry and its stop in one activity; both recorded even when a kill interrupted."""
+        async def open_() -> OrderResult:
+            order = await self._call(calls.OPEN_POSITION, request)
+            self._remember("entry", order)
+            if order.protective_stop is not None:
+                self._remember("sl-1", order.protective_stop)
+                self.state.stop_seq, self.state.stop_client_id = 1, order.protective_stop.client_order_id
+            return order
+        return await self._shielded(open_())
 
     def _remember(self, step: str, order: OrderResult | None) -> None:
         if order is None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from activities.schemas.gates import GateVerdict
 from activities.schemas.market import SymbolRules
 from activities.schemas.policy import TradePolicy
+from trading.entry_checks import EntryGuard
 from trading.exits import ExitState, KillScore
 from trading.features import MarketFeatures
 from trading.levels import Levels
@@ -87,6 +88,10 @@ class TradeState(BaseModel):
     position_version: int = 0
     reported_orders: list[str] = Field(default_factory=list)  # client ids already on execution.result
     run: int = 1  # 1 + continue-as-new count
+    # Client order ids carry this tag (hash of the first run id): orders of another run under
+    # the same workflow id are never taken for this trade's. None: a run from before the tag.
+    order_tag: str | None = None
+    entry_guard: EntryGuard | None = None  # what a late entry re-checks
     notes: list[str] = Field(default_factory=list)
 
     def note(self, text: str) -> None:

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from activities.schemas.market import SymbolRules
 from activities.schemas.policy import TradePolicy
+from trading.entry_checks import EntryGuard
 from trading.features import MarketFeatures
 from trading.intent import TradeIntent
 
@@ -16,6 +17,9 @@ class GateRequest(BaseModel):
     workflow_id: str
     intent: TradeIntent
     now_ms: int | None = None  # market time; None: the exchange's clock
+    # The trade's first run id (kept through continue-as-new): a later run started under the
+    # same workflow id after this one traded is refused (`workflow_id_reuse`).
+    first_run_id: str | None = None
 
 
 class GateVerdict(BaseModel):
@@ -43,6 +47,8 @@ class GateReport(BaseModel):
     # Market features at the decision (the kill score's "at entry"), read only when every gate
     # passed; None when the exchange has too little candle history.
     features: MarketFeatures | None = None
+    # What the entry order re-checks when it goes out late (deviation limit, the gates' price).
+    entry_guard: EntryGuard | None = None
 
     def verdict(self, name: str) -> GateVerdict:
         return next(v for v in self.verdicts if v.name == name)
@@ -52,6 +58,9 @@ class ReleaseLockRequest(BaseModel):
     workflow_id: str
     symbol: str
     cooldown_s: int = 0
+    # Market time (ms) the cooldown ends; the gates compare it with the market clock. None with
+    # cooldown_s > 0 (an older workflow): the cooldown is a wall-clock TTL, as before.
+    cooldown_until_ms: int | None = None
 
 
 class ReleaseLockResult(BaseModel):

@@ -12,9 +12,12 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
+from trading.entry_checks import EntryGuard
+from trading.levels import Levels
 from trading.models import Side
 
 WOULD_TRIGGER_IMMEDIATELY = "WouldTriggerImmediately"
+LATE_ENTRY_REFUSED = "LateEntryRefused"  # the entry went out late and the market moved away
 
 
 class OrderType(StrEnum):
@@ -42,6 +45,11 @@ class SetLeverageResult(BaseModel):
     margin_mode: str
 
 
+class ProtectiveStop(BaseModel):
+    client_order_id: str
+    planned_levels: Levels  # the stop is `rebase_levels(planned_levels, fill).stop_loss`
+
+
 class PlaceOrderRequest(BaseModel):
     symbol: str
     side: Side  # the order's side (BUY/SELL), not the position's
@@ -57,6 +65,13 @@ class PlaceOrderRequest(BaseModel):
     # Set the symbol's leverage (isolated margin) first, once, when the order is not placed
     # yet: the entry's "set leverage, market order" as one step.
     leverage: int | None = None
+    # Entry only: re-check the price when the order goes out late (retry, backlog); refused
+    # with the error type LATE_ENTRY_REFUSED, nothing sent.
+    entry_guard: EntryGuard | None = None
+    # Entry only: as soon as the entry has filled, the same activity places the reduce-only
+    # stop at the planned stop distance re-based on the fill (`rebase_levels`), so a crash
+    # between the fill and the stop costs one short activity retry, not a start-to-close timeout.
+    protective_stop: ProtectiveStop | None = None
 
 
 class OrderRef(BaseModel):
@@ -83,6 +98,10 @@ class OrderResult(BaseModel):
     triggered_order_id: str | None = None  # a triggered conditional's market order
     time_ms: int | None = None
     already_existed: bool = False  # found by client id: this call placed nothing
+    # Entry with `protective_stop`: the stop resting on the exchange, or why it is not.
+    protective_stop: OrderResult | None = None
+    protective_stop_error: str | None = None
+    protective_stop_crossed: bool = False  # the stop was refused because the price is beyond it
 
     @property
     def is_open(self) -> bool:

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from activities.gates import lock_key
+from tests.fixtures.client_ids import trade_cid
 from trading.models import ExitReason, TradeStatus
 
 pytestmark = pytest.mark.timeout(120)
@@ -43,7 +44,7 @@ async def test_protection_refused_closes_at_market(rig, paper):
     assert result.status is TradeStatus.CLOSED
     assert result.exit_reason is ExitReason.PROTECTION_FAILED
     assert flat(paper)
-    assert placements(paper, f"{handle.id}-close") == 1
+    assert placements(paper, trade_cid(handle, "close")) == 1
 
 
 async def test_dropped_connection_after_accept_places_once(rig, paper):
@@ -52,8 +53,8 @@ async def test_dropped_connection_after_accept_places_once(rig, paper):
     paper.add_fault(path="/fapi/v1/algoOrder", method="POST", drop_after_accept=True)  # the stop
     handle = await rig.start(rig.intent("NEARUSDT", "BUY", "5.000"))
     state = await rig.wait_status(handle, "OPEN")
-    assert placements(paper, f"{handle.id}-entry") == 1
-    assert placements(paper, f"{handle.id}-sl-1") == 1
+    assert placements(paper, trade_cid(handle, "entry")) == 1
+    assert placements(paper, trade_cid(handle, "sl-1")) == 1
     assert state.entry_qty > 0
     await handle.execute_update("close", {})
     assert flat(paper)
