@@ -145,6 +145,7 @@ MALFORMED = [
     ("invalid UTF-8", {**near(), "reason": b"\xff\xfe"}, "is not valid UTF-8"),
     ("two JSON fields", {"payload": "{}", "data": "{}"}, "more than one JSON field"),
     ("model name too long", near(model="m" * 500), "model: is too long"),
+    ("size of 1e12 USD", near(position_size_usd="1e12"), "position_size_usd: is implausibly large"),
 ]
 
 

@@ -15,7 +15,7 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.gates import (
-    GATE_ORDER, KILL_SWITCH_KEY, SAFE_MODE_KEY, ClearSafeModeRequest, GateActivities, GateRequest,
+    GATE_ORDER, GATE_REJECTIONS_KEY, KILL_SWITCH_KEY, SAFE_MODE_KEY, ClearSafeModeRequest, GateActivities, GateRequest,
     ReleaseLockRequest, SafeModeRequest, cooldown_key, lock_key,
 )
 from activities.risk_settings import RiskSettings
@@ -231,3 +231,74 @@ async def test_a_stale_intent_spends_no_exchange_budget(exchange, redis_client, 
     assert [v.name for v in report.verdicts if not v.checked] == list(exchange_gates)
     assert report.equity is None and report.market_rules is None
     assert [u.split("?")[0].rsplit("/", 1)[-1] for u in urls] == ["time"]  # the market clock only
+
+
+# -- holes found by an adversary (issue 10) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("ahead_s", [3600, 7200])
+async def test_an_intent_from_the_future_is_refused_and_counted(exchange, redis_client, market_now, ahead_s):
+    acts = gates(exchange, redis_client)
+    intent = make_intent(market_now + timedelta(seconds=ahead_s))
+    await assert_rejected_by(acts, intent, "future_intent", f"{ahead_s} s in the future", "max 5 s")
+    assert await redis_client.hget(GATE_REJECTIONS_KEY, "future_intent") == "1"
+
+
+async def test_an_iso_time_with_a_wrong_offset_is_from_the_future(exchange, redis_client, market_now):
+    """A local wall time labelled UTC (+01:00 written as +00:00): an hour early."""
+    local_as_utc = (market_now + timedelta(hours=1)).replace(tzinfo=None).isoformat() + "+00:00"
+    await assert_rejected_by(gates(exchange, redis_client), make_intent(market_now, timestamp=local_as_utc),
+                             "future_intent")
+
+
+async def test_a_little_clock_skew_is_tolerated(exchange, redis_client, market_now):
+    report = await check(gates(exchange, redis_client, max_intent_future_s=5),
+                         make_intent(market_now + timedelta(seconds=2)))
+    assert report.passed, report.rejection_reason
+
+
+async def test_a_lagging_feed_clock_does_not_make_a_fresh_intent_early(exchange, redis_client, market_now, paper):
+    """The feed's last price is a poll behind (at a fast replay: minutes of market time); before
+    calling an intent early the gate asks the exchange's own clock."""
+    behind_ms = int(market_now.timestamp() * 1000) - 600_000
+    await redis_client.hset(latest_price_key(BTC), mapping={
+        "price": "63000", "timestamp": str(behind_ms), "received_ms": str(int(time.time() * 1000))})
+    report = await check(gates(exchange, redis_client), make_intent(market_now))
+    assert report.verdict("future_intent").passed, report.verdict("future_intent").detail
+
+
+async def test_cooldown_runs_in_market_time(exchange, redis_client, market_now):
+    acts = gates(exchange, redis_client)
+    now_ms = int(market_now.timestamp() * 1000)
+    await run(acts.release_symbol_lock, ReleaseLockRequest(
+        workflow_id="trade-a", symbol=BTC, cooldown_s=300, cooldown_until_ms=now_ms + 300_000))
+    intent = make_intent(market_now)
+    before = await run(acts.run_gates, GateRequest(workflow_id="trade-b", intent=intent, now_ms=now_ms + 299_000))
+    assert not before.verdict("cooldown").passed
+    assert "market time (1 s left)" in before.verdict("cooldown").detail, before.verdict("cooldown").detail
+    # 300 s of market time later the symbol may trade again, however little wall time passed.
+    after = await run(acts.run_gates, GateRequest(workflow_id="trade-b", intent=make_intent(
+        market_now + timedelta(seconds=300)), now_ms=now_ms + 300_000))
+    assert after.verdict("cooldown").passed, after.verdict("cooldown").detail
+    assert await redis_client.ttl(cooldown_key(BTC)) >= 86_400  # the key only cleans up
+
+
+async def test_a_size_the_account_could_never_margin_is_refused(exchange, redis_client, market_now):
+    await assert_rejected_by(gates(exchange, redis_client), make_intent(market_now, position_size_usd="999999999999"),
+                             "position_size", "could never be margined")
+
+
+async def test_a_second_run_of_a_workflow_id_that_traded_is_refused(exchange, redis_client, market_now):
+    acts = gates(exchange, redis_client)
+    first = await run(acts.run_gates, GateRequest(workflow_id="trade-r", intent=make_intent(market_now),
+                                                  first_run_id="run-1"))
+    assert first.passed and first.lock_acquired
+    again = await run(acts.run_gates, GateRequest(workflow_id="trade-r", intent=make_intent(market_now),
+                                                  first_run_id="run-1"))
+    assert again.passed  # a retried attempt of the same run
+    await run(acts.release_symbol_lock, ReleaseLockRequest(workflow_id="trade-r", symbol=BTC))
+    report = await run(acts.run_gates, GateRequest(workflow_id="trade-r", intent=make_intent(market_now),
+                                                   first_run_id="run-2"))
+    assert not report.passed and not report.lock_acquired
+    assert report.rejection_reason.startswith("workflow_id_reuse: ") and "run run-1" in report.rejection_reason
+    assert await redis_client.get(lock_key(BTC)) is None
