@@ -6,8 +6,9 @@ and restarted by the test, plus the checks every crash test makes.
 - `CrashRig`: intents at the paper exchange's price and clock, trade start, `state` polling,
   "the faulted request is in flight now" (the fault rule was taken), `crash()` = SIGKILL + a
   fresh worker.
-- `trade_audit` / `Protection`: the paper exchange's audit log of one trade, replayed event by
-  event: placements per client id, the position, and the stops resting at each moment.
+- `trade_audit` / `Protection` (from `tests/fixtures/protection.py`, shared with the lifecycle
+  tests): the paper exchange's audit log of one trade, replayed event by event: placements per
+  client id, the position, and the stops resting at each moment.
 
 No in-process workers run in these tests: the subprocess is the only worker, so killing it
 really stops every queue (workflow, execution, monitor, market) at once.
@@ -21,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -34,11 +34,11 @@ from temporalio.client import Client, WorkflowHandle
 
 from tests.fixtures.paper import REPO_ROOT, PaperServer
 from tests.fixtures.intents import intent_fields
+from tests.fixtures.protection import Protection, placements, trade_audit  # noqa: F401 (re-exported)
 from workflows.starter import start_trade
 from workflows.trade_state import TradeResult, TradeState
 
 D = Decimal
-ORDER_PATHS = ("/fapi/v1/order", "/fapi/v1/algoOrder")
 
 
 # ================================================================================ the worker
@@ -266,72 +266,3 @@ async def crash_rig(temporal_env, redis_server, redis_client, paper, tmp_path) -
         worker.stop()
         paper.clear_faults()
         print(worker.output())  # shown by pytest only when the test failed
-
-
-# ============================================================================ the audit log
-
-
-def trade_audit(paper: PaperServer, workflow_id: str) -> list[dict]:
-    """This trade's lines of the exchange's audit log, in the order they happened."""
-    prefix = f"{workflow_id}-"
-    return [r for r in paper.audit() if (r.get("client_id") or "").startswith(prefix)]
-
-
-def placements(records: list[dict]) -> Counter:
-    """Client id -> how many times the exchange ACCEPTED an order with it."""
-    return Counter(r["client_id"] for r in records
-                   if r["method"] == "POST" and r["path"] in ORDER_PATHS
-                   and r["result"] in ("accepted", "filled"))
-
-
-@dataclass
-class Protection:
-    """The audit log replayed: position size and resting stops after each event."""
-
-    entry_fill_wall_ms: int | None = None
-    first_stop_wall_ms: int | None = None
-    flat_wall_ms: int | None = None
-    final_position: Decimal = D(0)
-    open_stops: set[str] = field(default_factory=set)
-    unprotected: list[dict] = field(default_factory=list)  # events after which nothing protected
-    timeline: list[str] = field(default_factory=list)
-
-    @property
-    def entry_to_stop_ms(self) -> int | None:
-        if self.entry_fill_wall_ms is None or self.first_stop_wall_ms is None:
-            return None
-        return self.first_stop_wall_ms - self.entry_fill_wall_ms
-
-    @classmethod
-    def replay(cls, records: list[dict]) -> Protection:
-        p = cls()
-        position = D(0)
-        for r in records:
-            result, cid, extra = r["result"], r["client_id"], r.get("extra") or {}
-            sign = 1 if r["side"] == "BUY" else -1
-            is_algo = r.get("algo_id") is not None or r["path"] == "/fapi/v1/algoOrder"
-            placing = r["method"] == "POST" and r["path"] in ORDER_PATHS
-            if is_algo:
-                if placing and result == "accepted":
-                    p.open_stops.add(cid)
-                    if p.first_stop_wall_ms is None:
-                        p.first_stop_wall_ms = r["wall_ms"]
-                elif result in ("canceled", "triggered", "expired") or (result == "rejected" and not placing):
-                    p.open_stops.discard(cid)
-                if result == "triggered":
-                    position += sign * D(extra["qty"])
-            elif placing and result in ("filled", "expired", "partially_filled") and "executedQty" in extra:
-                position += sign * D(extra["executedQty"])
-            if position != 0 and p.entry_fill_wall_ms is None:
-                p.entry_fill_wall_ms = r["wall_ms"]
-            if position == 0 and p.entry_fill_wall_ms is not None and p.flat_wall_ms is None:
-                p.flat_wall_ms = r["wall_ms"]
-            p.timeline.append(f"{r['wall_ms']} {r['method'] or '-'} {r['path'] or '-'} {cid} {result} "
-                              f"pos={position} stops={sorted(p.open_stops)}")
-            if position != 0 and p.first_stop_wall_ms is not None and not p.open_stops:
-                p.unprotected.append(r)
-        p.final_position = position
-        return p
-
-    def describe(self) -> str:
-        return "\n".join(self.timeline)

@@ -3,7 +3,9 @@ in order; the stop stays inside its clamps; the old ExitBrain's tendencies hold.
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from hypothesis import assume, given, settings
@@ -59,6 +61,34 @@ def assert_valid(levels, *, entry=None, tick=None):
         assert levels.stop_loss > entry > tps[0]
         assert all(a > b for a, b in zip(tps, tps[1:]))
     assert sum(tp.fraction for tp in levels.take_profits) == 1
+
+
+def expected_stop(side, entry, tick, sl_pct):
+    """The stop by the rule, in exact fractions (none of levels.py's rounding helpers): the
+    planned stop entry × (1 ∓ sl_pct) rounded to the tick TOWARD the entry (BUY: up, SELL:
+    down), so it is never farther than planned; only when that lands on or beyond the entry
+    (the planned distance is under a tick) the nearest tick strictly on the losing side."""
+    e, t, pct = Fraction(entry), Fraction(tick), Fraction(sl_pct)
+    if side is Side.BUY:
+        stop = math.ceil(e * (1 - pct) / t) * t
+        return stop if stop < e else (math.ceil(e / t) - 1) * t
+    stop = math.floor(e * (1 + pct) / t) * t
+    return stop if stop > e else (math.floor(e / t) + 1) * t
+
+
+def assert_stop_within_plan(levels):
+    """The stop is exactly the rule's stop: no farther from the entry than the planned
+    distance (no tick of slack), and less than one tick nearer."""
+    entry, tick = Fraction(levels.entry_price), Fraction(levels.tick_size)
+    stop, planned = Fraction(levels.stop_loss), Fraction(levels.entry_price) * Fraction(levels.sl_distance_pct)
+    assert stop == expected_stop(levels.side, levels.entry_price, levels.tick_size, levels.sl_distance_pct), (
+        levels.side, levels.entry_price, levels.tick_size, levels.sl_distance_pct, levels.stop_loss)
+    distance = abs(entry - stop)
+    if planned >= tick:
+        assert distance <= planned, (levels.stop_loss, float(distance), float(planned))  # no slack
+        assert planned - distance < tick  # the tick nearest the plan on the entry's side
+    else:
+        assert distance <= tick  # the plan is under a tick: the nearest valid stop
 
 
 # --- the seeds -------------------------------------------------------------------------------
@@ -144,6 +174,9 @@ def test_any_input_gives_valid_levels_within_the_clamps(entry, tick_mantissa, ti
     tick = D(tick_mantissa).scaleb(entry.adjusted() - tick_digits)  # the price is at least 40 ticks
     levels = compute_adaptive_levels(entry_price=entry, tick_size=tick, **kwargs)
     assert_valid(levels, entry=entry, tick=tick)
+    assert_stop_within_plan(levels)
+    if levels.sl_distance_pct * entry >= tick:  # the planned stop is at least a tick away
+        assert levels.actual_sl_distance_pct <= levels.sl_distance_pct  # exactly: never farther
     one_tick = tick / entry
     distance = levels.actual_sl_distance_pct
     assert P.min_sl_pct - one_tick <= distance <= P.max_sl_pct + one_tick
@@ -161,6 +194,7 @@ def test_any_tick_gives_valid_levels_or_a_clear_error(entry, tick, **kwargs):
         assert entry < 100 * tick, err  # only when the tick is coarse for the price
         return
     assert_valid(levels, entry=entry, tick=tick)
+    assert_stop_within_plan(levels)
 
 
 @settings(max_examples=200, deadline=None)
@@ -172,9 +206,57 @@ def test_rebased_levels_keep_distances_and_stay_valid(entry, move, **kwargs):
     assume(fill > 100 * tick)
     rebased = rebase_levels(levels, fill)
     assert_valid(rebased, entry=fill)
+    assert_stop_within_plan(rebased)
     assert rebased.sl_distance_pct == levels.sl_distance_pct
     assert [t.distance_pct for t in rebased.take_profits] == [t.distance_pct for t in levels.take_profits]
     assert rebase_levels(levels, entry) == levels
+
+
+# --- hand-computed stops: rounded toward the entry ------------------------------------------
+# No ATR, neutral volatility, leverage 1, confidence 0.5: sl = default 1 %, tp_scale = 0.75 +
+# 0.75 × 0.5 = 1.125, so TP distances 1.125 % / 2.25 % / 3.375 %. The planned stops below are
+# off the tick, so rounding the stop the wrong way changes the price.
+
+
+@pytest.mark.parametrize(
+    ("side", "entry", "tick", "atr", "stop", "takes"),
+    [
+        # 101.23 × 0.99 = 100.2177 → up to 100.3 (not 100.2): 0.93 from the entry ≤ planned 1.0123
+        # TPs 101.23 × 1.01125 = 102.3688… → 102.4; × 1.0225 = 103.5077 → 103.6; × 1.03375 = 104.6465 → 104.7
+        (Side.BUY, "101.23", "0.1", None, "100.3", ["102.4", "103.6", "104.7"]),
+        # 101.23 × 1.01 = 102.2423 → down to 102.2 (not 102.3): 0.97 ≤ 1.0123
+        # TPs × 0.98875 = 100.0912 → 100.0; × 0.9775 = 98.9523 → 98.9; × 0.96625 = 97.8135 → 97.8
+        (Side.SELL, "101.23", "0.1", None, "102.2", ["100.0", "98.9", "97.8"]),
+        # ATR 0.04 % clamped up to the 0.1 % minimum: 3.3333 × 0.999 = 3.3299667 → 3.330 (not 3.329)
+        # TP unit max(0.1 % × 1.125, 0.3 %) = 0.3 %: 3.3433 → 3.344, 3.3533 → 3.354, 3.3633 → 3.364
+        (Side.BUY, "3.3333", "0.001", "0.0004", "3.330", ["3.344", "3.354", "3.364"]),
+        # 3.3333 × 1.001 = 3.3366333 → 3.336 (not 3.337); TPs 3.3233001 → 3.323, 3.3133 → 3.313, 3.3033 → 3.303
+        (Side.SELL, "3.3333", "0.001", "0.0004", "3.336", ["3.323", "3.313", "3.303"]),
+        # planned 1 % of 10 = 0.10 is under the 0.5 tick: the nearest valid stop, one tick away
+        # TPs 10.1125 → 10.5, then strictly beyond the previous: 11.0, 11.5
+        (Side.BUY, "10.00", "0.5", None, "9.5", ["10.5", "11.0", "11.5"]),
+        (Side.SELL, "10.00", "0.5", None, "10.5", ["9.5", "9.0", "8.5"]),
+    ],
+)
+def test_hand_computed_stops_are_rounded_toward_the_entry(side, entry, tick, atr, stop, takes):
+    levels = compute_adaptive_levels(entry_price=D(entry), side=side, leverage=1, tick_size=D(tick),
+                                     atr_value=None if atr is None else D(atr), confidence=0.5)
+    assert levels.stop_loss == D(stop)
+    assert [tp.price for tp in levels.take_profits] == [D(t) for t in takes]
+    assert_valid(levels)
+    assert_stop_within_plan(levels)
+
+
+def test_rebased_stop_is_rounded_toward_the_new_fill():
+    # planned 1 % kept; fill 101.23 → BUY stop 100.2177 up to 100.3; fill 99.99 → 98.9901 up to 99.0
+    levels = compute_adaptive_levels(entry_price=D("100"), side=Side.BUY, leverage=1, tick_size=D("0.1"),
+                                     confidence=0.5)
+    assert levels.stop_loss == D("99.0")
+    assert rebase_levels(levels, D("101.23")).stop_loss == D("100.3")
+    assert rebase_levels(levels, D("99.99")).stop_loss == D("99.0")
+    short = compute_adaptive_levels(entry_price=D("100"), side=Side.SELL, leverage=1, tick_size=D("0.1"),
+                                    confidence=0.5)
+    assert rebase_levels(short, D("101.23")).stop_loss == D("102.2")  # 102.2423 down
 
 
 # --- the market has moved --------------------------------------------------------------------

@@ -159,3 +159,117 @@ def test_sizing_never_exceeds_any_cap(
         assert q > 0 and q * entry >= min_notional
     else:
         assert result.rejected_reason
+
+
+# --- hand-computed sizes ---------------------------------------------------------------------
+# The expectations below are literal numbers worked out in the comments, not computed with
+# `loss_per_contract` or any other function under test: leaving the fees out of the loss at
+# the stop (or charging them on one leg only) changes the risk-capped quantity, and these fail.
+
+
+def test_hand_computed_long_capped_by_risk_with_fees_on_both_legs():
+    # risk budget: equity 20000 × 1 % × (0.25 + 0.75 × confidence 0.6 = 0.70)       = 140
+    # loss per contract: |100 − 98| = 2, fees 0.0005 × (100 + 98) = 0.099            = 2.099
+    # risk cap: 140 / 2.099 = 66.698…, floored to the step 0.01                     = 66.69
+    #   (66.69 × 2.099 = 139.98231 ≤ 140; 66.70 × 2.099 = 140.0033 > 140)
+    #   without fees 140 / 2 = 70; one leg only 140 / 2.05 = 68.29; entry × 2 140 / 2.1 = 66.66
+    # other caps: intent 1000 × 10 / 100 = 100; free margin 5000 × 0.95 × 10 / 100 = 475;
+    #   max notional 10000 / 100 = 100
+    result = size_position(
+        side=Side.BUY, entry_price=D("100"), stop_price=D("98"), confidence=0.6, equity=D("20000"),
+        free_margin=D("5000"), intent_size_usd=D("1000"), intent_leverage=10,
+        market=MarketRules(step_size=D("0.01")), policy=SizingPolicy(max_notional_usd=D("10000")),
+    )
+    assert result.ok and result.binding_cap == "risk" and result.leverage == 10
+    assert result.risk_budget == D("140")
+    assert result.quantity == D("66.69")
+    assert result.notional == D("6669") and result.margin == D("666.9")
+    assert result.loss_at_stop == D("139.98231")
+    assert result.cap_quantities == {"risk": D("66.69"), "intent_size": D("100"), "free_margin": D("475"),
+                                     "max_notional": D("100")}
+
+
+def test_hand_computed_short_at_zero_confidence_capped_by_risk():
+    # risk budget: equity 40000 × 1 % × confidence floor 0.25                         = 100
+    # loss per contract: |50 − 51| = 1, fees 0.0005 × (50 + 51) = 0.0505              = 1.0505
+    # risk cap: 100 / 1.0505 = 95.19…, step 1                                       = 95
+    #   (95 × 1.0505 = 99.7975; 96 × 1.0505 = 100.848 > 100)
+    #   without fees 100; one leg only 100 / 1.025 = 97.56 → 97
+    # other caps: intent 1000 × 10 / 50 = 200; free margin 10000 × 0.95 × 10 / 50 = 1900;
+    #   max notional (default 5000) / 50 = 100
+    result = size_position(
+        side=Side.SELL, entry_price=D("50"), stop_price=D("51"), confidence=0, equity=D("40000"),
+        free_margin=D("10000"), intent_size_usd=D("1000"), intent_leverage=10,
+        market=MarketRules(step_size=D("1")),
+    )
+    assert result.ok and result.binding_cap == "risk"
+    assert result.risk_budget == D("100")
+    assert result.quantity == D("95")
+    assert result.notional == D("4750") and result.margin == D("475")
+    assert result.loss_at_stop == D("99.7975")
+    assert result.cap_quantities == {"risk": D("95"), "intent_size": D("200"), "free_margin": D("1900"),
+                                     "max_notional": D("100")}
+
+
+def test_hand_computed_intent_margin_cap_with_step_rounding():
+    # intent: 301 USDT margin × leverage 10 = 3010 notional / 2.5 = 1204, step 10       = 1200
+    # risk: 100000 × 1 % × 1.0 = 1000; loss per contract 0.05 + 0.0005 × 4.95 = 0.052475;
+    #   1000 / 0.052475 = 19056.7 → 19050 (without fees 20000: the cap itself is pinned too)
+    # free margin 1000 × 0.95 × 10 / 2.5 = 3800; max notional 5000 / 2.5 = 2000
+    # loss at the stop: 1200 × 0.052475                                             = 62.97
+    result = size_position(
+        side=Side.BUY, entry_price=D("2.5"), stop_price=D("2.45"), confidence=1.0, equity=D("100000"),
+        free_margin=D("1000"), intent_size_usd=D("301"), intent_leverage=10,
+        market=MarketRules(step_size=D("10")),
+    )
+    assert result.ok and result.binding_cap == "intent_size"
+    assert result.quantity == D("1200")
+    assert result.notional == D("3000") and result.margin == D("300")
+    assert result.risk_budget == D("1000") and result.loss_at_stop == D("62.97")
+    assert result.cap_quantities == {"risk": D("19050"), "intent_size": D("1200"), "free_margin": D("3800"),
+                                     "max_notional": D("2000")}
+
+
+def test_hand_computed_free_margin_cap_at_the_markets_leverage():
+    # leverage: min(intent 50, policy 20, market 15)                                  = 15
+    # free margin: 240 × 0.95 × 15 / 4 = 855 (step 1); notional 855 × 4 = 3420, margin 3420 / 15 = 228
+    # risk: 1000 / (0.1 + 0.0005 × 7.9 = 0.10395) = 9620.009… → 9620
+    #   (9620 × 0.10395 = 999.999; without fees 1000 / 0.1 = 10000)
+    # intent: 1000 × 15 / 4 = 3750; max notional 5000 / 4 = 1250
+    # loss at the stop: 855 × 0.10395                                               = 88.87725
+    result = size_position(
+        side=Side.BUY, entry_price=D("4"), stop_price=D("3.9"), confidence=1.0, equity=D("100000"),
+        free_margin=D("240"), intent_size_usd=D("1000"), intent_leverage=50,
+        market=MarketRules(step_size=D("1"), max_leverage=15),
+    )
+    assert result.ok and result.binding_cap == "free_margin" and result.leverage == 15
+    assert result.quantity == D("855")
+    assert result.notional == D("3420") and result.margin == D("228")
+    assert result.loss_at_stop == D("88.87725")
+    assert result.cap_quantities == {"risk": D("9620"), "intent_size": D("3750"), "free_margin": D("855"),
+                                     "max_notional": D("1250")}
+    capped = size_position(
+        side=Side.BUY, entry_price=D("4"), stop_price=D("3.9"), confidence=1.0, equity=D("100000"),
+        free_margin=D("240"), intent_size_usd=D("1000"), intent_leverage=50,
+        market=MarketRules(step_size=D("1"), max_leverage=15, max_qty=D("800")),
+    )
+    assert capped.binding_cap == "max_qty" and capped.quantity == D("800") and capped.notional == D("3200")
+
+
+def test_hand_computed_risk_cap_below_the_minimum_quantity_is_rejected():
+    # risk budget: 100 × 1 % × 0.25 = 0.25; loss per contract 2 + 0.0005 × 202 = 2.101
+    # risk cap: 0.25 / 2.101 = 0.11899…, step 0.001 = 0.118 (without fees 0.125) < min 0.2
+    result = size_position(
+        side=Side.SELL, entry_price=D("100"), stop_price=D("102"), confidence=0.0, equity=D("100"),
+        free_margin=D("240"), intent_size_usd=D("1000"), intent_leverage=5,
+        market=MarketRules(step_size=D("0.001"), min_qty=D("0.2")),
+    )
+    assert result.binding_cap == "risk" and result.quantity == D("0.118")
+    assert result.loss_at_stop == D("0.247918")  # 0.118 × 2.101
+    assert result.rejected_reason == "quantity 0.118 is below the market's minimum 0.2 (binding cap: risk)"
+
+
+def test_loss_per_contract_by_hand():
+    assert loss_per_contract(D("100"), D("98"), D("0.0005")) == D("2.099")
+    assert loss_per_contract(D("50"), D("51"), D("0.0005")) == D("1.0505")
+    assert loss_per_contract(D("4"), D("3.9"), D("0")) == D("0.1")
