@@ -24,17 +24,24 @@ def _stale(rig, fields):
     return {**fields, "timestamp": ts.astimezone(UTC).isoformat()}
 
 
+def _future(rig, fields):
+    ts = datetime.fromisoformat(fields["timestamp"]) + timedelta(hours=1)
+    return {**fields, "timestamp": ts.astimezone(UTC).isoformat()}
+
+
 # gate name, redis setup, intent change, risk settings
 CASES = [
     ("safe_mode", {SAFE_MODE_KEY: '{"reason": "test"}'}, None, {}),
     ("kill_switch", {KILL_SWITCH_KEY: "on"}, None, {}),
     ("allowlist", {}, None, {"allowlist": ["ETHUSDT"]}),
     ("stale_intent", {}, _stale, {}),
+    ("future_intent", {}, _future, {}),
     ("confidence", {}, lambda rig, f: {**f, "confidence": "0.2"}, {}),
     ("cooldown", {cooldown_key("BTCUSDT"): "trade-previous"}, None, {}),
     ("max_open_trades", {}, None, {"max_open_trades": 0}),
     ("max_total_exposure", {}, None, {"max_total_exposure_usd": 10}),
     ("free_margin", {}, None, {"min_free_margin_usd": 10_000_000}),
+    ("position_size", {}, lambda rig, f: {**f, "position_size_usd": "500000"}, {}),
     ("market", {}, lambda rig, f: {**f, "symbol": "ABCUSDT"}, {}),
     ("price_deviation", {}, lambda rig, f: {**f, "entry_price": "70000"}, {}),
     ("symbol_lock", {lock_key("BTCUSDT"): "trade-someone-else"}, None, {}),
