@@ -58,7 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from tests.fixtures.intents import intent_fields
     from tests.fixtures.ports import free_port
     from tests.fixtures.stack import RedisServer
-    from trading.client_ids import client_order_id
+    from trading.client_ids import client_order_id, run_tag
     from workers.main import build_workers
     from workers.queues import QUEUES, TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR, TRADE_WORKFLOWS
     from workers.registry import Dependencies, WorkerSettings, worker_options
@@ -272,7 +272,8 @@ class Stack:
 
 
 def order_id(handle: WorkflowHandle, step: str) -> str:
-    return client_order_id(handle.id, step)
+    """The step's client order id as the workflow derives it (run-tagged; `handle` from the start)."""
+    return client_order_id(handle.id, step, run_tag(handle.first_execution_run_id))
 
 
 # ============================================================================ in-process workers

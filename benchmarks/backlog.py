@@ -252,9 +252,10 @@ async def decide_ours(stack: Stack, ours: dict) -> dict:
     finally:
         probes.cancel()
         stop_process(worker)
-    audit = await stack._call("GET", "/_paper/orders")
-    entered = {row["client_id"][: -len("-entry")] for row in audit
-               if str(row.get("client_id", "")).endswith("-entry") and row["result"] in ("accepted", "filled")}
+    # Trades that passed the gates (client order ids are run-tagged, so the audit log's ids no
+    # longer spell the workflow id: ask Temporal which workflows got past the gates).
+    passed = " OR ".join(f"TradeStatus = '{s}'" for s in ("OPENING", "OPEN", "CLOSING", "CLOSED", "FAILED", "KILLED"))
+    entered = {w.id async for w in stack.client.list_workflows(passed)}
     return {
         "stale_executed": sum(1 for wid in entered if ids.get(wid)),
         "fresh_executed": sum(1 for wid in entered if ids.get(wid) is False),
