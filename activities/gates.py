@@ -31,7 +31,7 @@ from activities.schemas.policy import TradePolicy
 from trading.features import MarketFeatures
 from activities.risk_settings import RiskSettings
 from activities.temporal_errors import to_application_error
-from signals_ingest.streams import latest_price_key, parse_latest_price
+from signals_ingest.streams import GATE_REJECTIONS_KEY, latest_price_key, parse_latest_price
 from trading.entry_checks import EntryGuard, deviation_problem, price_deviation_pct
 from trading.intent import TradeIntent, intent_age_s, is_from_future, is_stale
 from trading.models import Side
@@ -44,8 +44,6 @@ LOCK_KEY = "quantum:lock:symbol:{symbol}"
 # workflow id -> the first run id of the trade that passed the gates under it (kept 90 days).
 FIRST_RUN_KEY = "quantum:trade:first_run:{workflow_id}"
 FIRST_RUN_TTL_S = 90 * 86_400
-# Rejections per gate (the first gate that refused), for `qt status` and dashboards.
-GATE_REJECTIONS_KEY = "quantum:stats:gate_rejections"
 
 GATE_ORDER = (
     "workflow_id_reuse", "safe_mode", "kill_switch", "allowlist", "stale_intent", "future_intent",

@@ -7,13 +7,17 @@ from rich.table import Table
 
 from signals_ingest.intake_settings import IntakeSettings
 from signals_ingest.intake_status import IntakeStatus, read_intake_status
+from signals_ingest.streams import GATE_REJECTIONS_KEY
 
 
 async def fetch_intake_status(redis_url: str, settings: IntakeSettings | None = None) -> IntakeStatus | str:
-    """The status, or a one-line reason it could not be read."""
+    """The status (with the gates' rejection counts), or a one-line reason it could not be read."""
     redis = aioredis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
     try:
-        return await read_intake_status(redis, settings or IntakeSettings())
+        status = await read_intake_status(redis, settings or IntakeSettings())
+        raw = await redis.hgetall(GATE_REJECTIONS_KEY)
+        status.gate_rejections = {k.decode(): int(v) for k, v in raw.items()}
+        return status
     except aioredis.RedisError as err:
         return f"redis unreachable at {redis_url}: {err}"
     finally:
@@ -54,6 +58,9 @@ def intake_table(status: IntakeStatus, settings: IntakeSettings | None = None) -
         rows.insert(1, ("group", "[yellow]not created yet (no `qt ingest` has run)[/]"))
     if any(c.stats.get("backing_off") == "1" for c in alive):
         rows.append(("Temporal", "[red]unreachable: starts paused, entries kept pending[/]"))
+    if status.gate_rejections:
+        ranked = sorted(status.gate_rejections.items(), key=lambda kv: (-kv[1], kv[0]))
+        rows.append(("trades rejected, by gate", ", ".join(f"{gate} {n}" for gate, n in ranked)))
     for name, value in rows:
         table.add_row(name, value)
     for c in status.consumers:

@@ -50,6 +50,8 @@ class IntakeStatus:
     oldest_pending_age_s: float | None
     dlq_length: int
     consumers: list[ConsumerStatus]
+    # The workflows' gate rejections, per refusing gate (shown beside the intake by `qt status`).
+    gate_rejections: dict[str, int] = field(default_factory=dict)
 
     def total(self, stat: str) -> float:
         return sum(float(c.stats.get(stat) or 0) for c in self.consumers)

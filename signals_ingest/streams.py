@@ -61,5 +61,8 @@ def parse_latest_price(fields: Mapping | None) -> LatestPrice | None:
 # Signal engine's own progress (added with the engine): the open time of the last candle
 # evaluated per symbol (a restarted or second engine never evaluates a candle twice), and the
 # id of the last klines entry evaluated (where a restarted engine resumes reading).
+# Trade rejections per refusing gate (HINCRBY by the gate activity; read by `qt status`).
+GATE_REJECTIONS_KEY = "quantum:stats:gate_rejections"
+
 SIGNAL_LAST_EVAL_KEY = "quantum:signal:last_eval:{symbol}"
 SIGNAL_CHECKPOINT_KEY = "quantum:signal:klines_checkpoint"
