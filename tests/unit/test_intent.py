@@ -346,3 +346,22 @@ def test_parse_timestamp_accepts_datetimes():
     aware = datetime(2026, 1, 1, 12, tzinfo=UTC)
     assert parse_timestamp(aware) == aware
     assert parse_timestamp(aware.replace(tzinfo=None)) == aware
+
+
+def test_intent_differences_ignore_encoding_and_name_each_changed_field():
+    from trading.intent import intent_differences
+
+    base = {"intent_id": "x1", "symbol": "NEARUSDT", "side": "BUY", "confidence": "0.8", "entry_price": "1.4650",
+            "position_size_usd": "100", "leverage": "10", "timestamp": "2025-01-01T00:00:00+00:00"}
+    same = {**base, "entry_price": "1.465", "timestamp": "1735689600000"}
+    assert intent_differences(parse_stream_fields(base), parse_stream_fields(same)) == []
+    other = {**base, "side": "SELL", "position_size_usd": "900", "stop_loss": "1.5"}
+    assert intent_differences(parse_stream_fields(base), parse_stream_fields(other)) == [
+        "side: BUY -> SELL", "stop_loss: (absent) -> 1.5", "position_size_usd: 100 -> 900"]
+
+
+def test_a_size_of_1e12_is_implausible_not_just_above_it():
+    fields = {"symbol": "NEARUSDT", "side": "BUY", "confidence": "0.8", "entry_price": "1.465",
+              "position_size_usd": "1e12", "leverage": "10", "timestamp": "1735689600"}
+    with pytest.raises(IntentError, match="position_size_usd: is implausibly large"):
+        parse_stream_fields(fields)
