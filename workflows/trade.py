@@ -340,6 +340,12 @@ class TradeWorkflow:
             flat = False
             why += f"; could not confirm flat: {_failure(err)[1]}"
         if flat:
+            if st.order_tag is not None:
+                # open_position may have placed `sl-1` before its last attempt failed: once flat,
+                # nothing of this trade may rest on the exchange (an unknown id is a no-op).
+                if st.stop_client_id is None:
+                    st.stale_stop_ids.append(self._cid("sl-1"))
+                await self._cancel_stops()
             await self._release_lock(cooldown=False)
         st.reason, st.stage = why, Stage.DONE
         await self._set_status(TradeStatus.FAILED)
