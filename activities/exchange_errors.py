@@ -3,6 +3,10 @@
 Every ccxt exception an activity sees goes through `classify_exchange_error`, which keeps the
 Binance error code (`-2019`, `-2021`, ...) next to a stable `kind`, so callers branch on what
 happened rather than on exception class names, and Temporal retries only what can succeed later.
+
+`redact` is the one sanitizer of exchange error text: the client (`activities/exchange.py`)
+passes every error that leaves a request through it, so no signed URL (`…&signature=…`), API key
+or secret reaches a workflow history or a log line.
 """
 
 from __future__ import annotations
@@ -15,6 +19,13 @@ from dataclasses import dataclass
 import ccxt.async_support as ccxt
 
 _CODE_IN_BODY = re.compile(r'"code"\s*:\s*(-?\d+)')
+# A URL's query string (and fragment): everything from `?` to the next blank or quote.
+_URL_QUERY = re.compile(r"""(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#"'<>]*)[?#][^\s"'<>]*""")
+# `name=value`, `"name": "value"`, `'name': 'value'` of parameters and headers that authenticate.
+_SECRET_FIELD = re.compile(
+    r"""(?i)(\b(?:signature|api[-_]?key|x-mbx-apikey|secret|listenkey)["']?\s*[=:]\s*["']?)"""
+    r"""[^\s&"',;}\]]+""")
+REDACTED = "***"
 _MSG_IN_BODY = re.compile(r'"msg"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
@@ -92,6 +103,19 @@ _KIND_BY_CLASS: tuple[tuple[type[Exception], FailureKind], ...] = (
 )
 
 
+def redact(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
+    """`text` without anything that authenticates a request: the given secret values (the
+    client's API key and secret) wherever they appear, the query string of every URL (a signed
+    GET carries `timestamp`, `recvWindow` and `signature` there), and the value of any
+    `signature` / `apiKey` / `X-MBX-APIKEY` / `secret` / `listenKey` field left outside a URL
+    (a signed POST body, a header dict). Scheme, host and path stay: they say what was asked."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, REDACTED)
+    text = _URL_QUERY.sub(r"\1", text)
+    return _SECRET_FIELD.sub(lambda m: m.group(1) + REDACTED, text)
+
+
 @dataclass(frozen=True)
 class ExchangeFailure:
     kind: FailureKind
@@ -99,6 +123,8 @@ class ExchangeFailure:
     code: int | None  # the exchange's own error code, when it sent one
     message: str  # the exchange's message (or the exception text)
     exception_type: str  # the ccxt class it arrived as, for logs
+    endpoint: str | None = None  # "GET /fapi/v1/order", set by the client on what it raised
+    http_status: int | None = None  # the HTTP status of the answer, when there was one
 
     def as_details(self) -> dict:
         return {
@@ -107,6 +133,8 @@ class ExchangeFailure:
             "code": self.code,
             "message": self.message,
             "exception_type": self.exception_type,
+            "endpoint": self.endpoint,
+            "http_status": self.http_status,
         }
 
 
@@ -156,6 +184,8 @@ def classify_exchange_error(exc: BaseException) -> ExchangeFailure:
         kind=kind,
         retryable=kind in RETRYABLE_KINDS,
         code=code,
-        message=_exchange_message(exc),
+        message=redact(_exchange_message(exc)),  # the client sanitized it; this is a second net
         exception_type=type(exc).__name__,
+        endpoint=getattr(exc, "qt_endpoint", None),
+        http_status=getattr(exc, "qt_http_status", None),
     )

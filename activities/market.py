@@ -14,7 +14,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.exchange import ExchangeHolder, ExchangeSource, shared_exchange
+from activities.exchange import ExchangeHolder, ExchangeSource, shared_market_exchange
 from activities.exchange_errors import FailureKind
 from activities.schemas.market import PriceResult, SymbolRequest, SymbolRules  # noqa: F401
 from activities.schemas.monitor import Candle
@@ -89,7 +89,7 @@ def rules_from_market(market: dict, max_leverage: int | None) -> SymbolRules:
 
 
 class MarketActivities:
-    def __init__(self, exchange: ExchangeSource = shared_exchange) -> None:
+    def __init__(self, exchange: ExchangeSource = shared_market_exchange) -> None:
         self._holder = ExchangeHolder(exchange)
         self._max_leverage: dict[str, int | None] = {}  # brackets do not change during a run
 

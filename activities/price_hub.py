@@ -22,9 +22,15 @@ polls each symbol ONCE per interval and fans the result out in memory:
   normally). `features_at` computes a candle's features once per symbol, window and candle,
   whatever the number of watchers. A kill watcher is handed a candle only once the history
   covers its window, so its features are always computed over the full window.
-- Watches that want position updates share one `fetch_positions([symbol])` per
-  `position_interval_s` (one-way mode: one position per symbol).
+- Watches that want position updates share ONE account-wide `fetch_positions()` (one
+  positionRisk request, weight 5) per `position_interval_s` for every symbol, dispatched to each
+  symbol's watchers (one-way mode: one position per symbol; a symbol the answer does not list is
+  flat). ccxt's `fetch_positions([symbol])` fetches the whole account anyway, so one request per
+  symbol would cost N times as much for the same data. A new position watcher gets a fresh size
+  within one price-poll interval.
 - Exchange errors are logged and retried with exponential backoff; a watcher never sees them.
+- The client is the market-data one (`shared_market_exchange`): its throttle is not the order
+  client's, so however busy the polls keep it, an order never waits behind them.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from decimal import Decimal
 from typing import Any
 
 
-from activities.exchange import ExchangeHolder, ExchangeSource, shared_exchange
+from activities.exchange import ExchangeHolder, ExchangeSource, shared_market_exchange
 from activities.exchange_errors import classify_exchange_error
 from activities.market import CANDLE_MS, candle_from_row, resolve_symbol
 from activities.schemas.monitor import Candle
@@ -67,7 +73,7 @@ class SymbolStats:
     requests: int = 0
     errors: int = 0
     candle_fetches: int = 0
-    position_fetches: int = 0
+    position_fetches: int = 0  # account-wide position polls whose answer reached this symbol
     features_computed: int = 0
 
 
@@ -215,7 +221,6 @@ class _SymbolFeed:
         self.pending_candle_bucket: int | None = None  # closed bucket not yet fetched
         self.last_candle: Candle | None = None
         self.catch_up = False  # a watcher wants the last closed candle, not known yet
-        self.next_position_at = 0.0
 
 
 class PriceHub:
@@ -229,19 +234,23 @@ class PriceHub:
         position_interval_s: float = 2.0,
         max_backoff_s: float = 5.0,
     ) -> None:
-        # None: the process-wide client (`shared_exchange`), resolved on first use.
-        self._holder = ExchangeHolder(shared_exchange if exchange is None else exchange)
+        # None: the process-wide market-data client, resolved on first use.
+        self._holder = ExchangeHolder(shared_market_exchange if exchange is None else exchange)
         self.poll_interval_s = poll_interval_s
         self.position_interval_s = position_interval_s
         self.max_backoff_s = max_backoff_s
         self._feeds: dict[str, _SymbolFeed] = {}
         self._histories: dict[str, CandleHistory] = {}  # outlive feeds (see the module docstring)
         self.stats: dict[str, SymbolStats] = {}
+        self._positions_task: asyncio.Task | None = None
+        self._positions_wanted = asyncio.Event()  # a new position watcher: poll soon
+        self.position_polls = 0  # account-wide position requests (one for all symbols)
+        self.position_errors = 0
 
     # -- the client ----------------------------------------------------------------------------
 
     async def exchange(self) -> Any:
-        """The one ccxt client (injected, or the process-wide `shared_exchange`), markets loaded."""
+        """The market-data client (injected, or the process-wide one), markets loaded."""
         return await self._holder.exchange()
 
     async def market_id(self, symbol: str) -> str:
@@ -286,11 +295,14 @@ class PriceHub:
                 pass  # the cached candle is newer than what the caller has seen: delivered
             else:
                 feed.catch_up = True  # the next poll checks which candle closed last
-        if want_position:
-            feed.next_position_at = 0.0  # a new position watcher wants a fresh size soon
         feed.watches.add(watch)
         if feed.task is None or feed.task.done():
             feed.task = asyncio.create_task(self._poll(feed), name=f"price-hub:{market_id}")
+        if want_position:
+            self._positions_wanted.set()  # a new position watcher wants a fresh size soon
+            if self._positions_task is None or self._positions_task.done():
+                self._positions_task = asyncio.create_task(self._poll_positions(),
+                                                           name="price-hub:positions")
         return watch
 
     def unsubscribe(self, watch: Watch) -> None:
@@ -332,6 +344,8 @@ class PriceHub:
 
     async def close(self) -> None:
         tasks = [f.task for f in self._feeds.values() if f.task is not None]
+        if self._positions_task is not None:
+            tasks.append(self._positions_task)
         self._feeds.clear()
         for task in tasks:
             task.cancel()
@@ -386,10 +400,6 @@ class PriceHub:
         elif feed.pending_candle_bucket is not None or self._history_due(feed, bucket - 1):
             await self._deliver_candle(feed, stats, exchange, bucket - 1)
 
-        if any(w.want_position for w in feed.watches) and time.monotonic() >= feed.next_position_at:
-            feed.next_position_at = time.monotonic() + self.position_interval_s
-            await self._deliver_position(feed, stats, exchange)
-
     def _history_due(self, feed: _SymbolFeed, last_closed: int) -> bool:
         """A kill watcher is here and the history lacks candles up to the last closed one."""
         history = self.history(feed.symbol)
@@ -424,15 +434,62 @@ class PriceHub:
             if wanted is not None or watch.candles_after_ms is not None:
                 _offer(watch, candle, history)
 
-    async def _deliver_position(self, feed: _SymbolFeed, stats: SymbolStats, exchange: Any) -> None:
-        unified = exchange.markets_by_id[feed.symbol][0]["symbol"]
-        stats.requests += 1
-        stats.position_fetches += 1
-        positions = await exchange.fetch_positions([unified])
-        qty = sum(
-            (abs(Decimal(str(p.get("contracts") or 0))) for p in positions if p.get("symbol") == unified),
-            Decimal(0),
-        )
+    # -- positions: one account-wide poll for every symbol -------------------------------------
+
+    def _position_feeds(self) -> list[_SymbolFeed]:
+        return [f for f in self._feeds.values() if any(w.want_position for w in f.watches)]
+
+    async def _poll_positions(self) -> None:
+        """While any watcher wants positions: one `fetch_positions()` per `position_interval_s`
+        (sooner, but at most once per price-poll interval, when a new position watcher came)."""
+        failures = 0
+        while self._position_feeds():
+            started = time.monotonic()
+            self._positions_wanted.clear()
+            try:
+                await self._poll_positions_once()
+                failures = 0
+                delay = self.position_interval_s - (time.monotonic() - started)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001: a poll error must never reach a watcher
+                failures += 1
+                self.position_errors += 1
+                failure = classify_exchange_error(exc)
+                delay = min(self.poll_interval_s * 2**failures, self.max_backoff_s)
+                log.warning(
+                    "position poll failed",
+                    extra={"kind": failure.kind.value, "code": failure.code, "error": failure.message,
+                           "retry_in_s": delay},
+                )
+                await asyncio.sleep(delay)  # a new watcher does not shorten an error's backoff
+                continue
+            # At least one price-poll interval between two requests, whoever asks.
+            await asyncio.sleep(max(0.0, min(self.poll_interval_s, delay)))
+            try:
+                async with asyncio.timeout(max(0.0, delay - self.poll_interval_s)):
+                    await self._positions_wanted.wait()
+            except TimeoutError:
+                pass
+
+    async def _poll_positions_once(self) -> None:
+        exchange = await self.exchange()
+        self.position_polls += 1
+        positions = await exchange.fetch_positions()  # no symbols: the whole account, one request
+        qty: dict[str, Decimal] = {}
+        for p in positions:
+            market = exchange.markets.get(p.get("symbol")) if exchange.markets else None
+            if market is None:
+                continue
+            contracts = abs(Decimal(str(p.get("contracts") or 0)))
+            qty[market["id"]] = qty.get(market["id"], Decimal(0)) + contracts
+        for feed in self._position_feeds():
+            stats = self.stats.setdefault(feed.symbol, SymbolStats())
+            stats.position_fetches += 1
+            self._deliver_position(feed, qty.get(feed.symbol, Decimal(0)))
+
+    @staticmethod
+    def _deliver_position(feed: _SymbolFeed, qty: Decimal) -> None:
         for watch in tuple(feed.watches):
             if watch.want_position:
                 changed = watch.position_qty is not None and watch.position_qty != qty

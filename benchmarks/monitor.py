@@ -141,11 +141,12 @@ async def run_case(paper: PaperServer, n: int, quiet_s: float, crosses: int, pol
         if candles:  # the history is loaded once per symbol when the first kill watcher arrives
             while any(hub.stats[s].candle_fetches < 1 for s in fleet.symbols):
                 await asyncio.sleep(0.01)
-        requests0 = sum(s.requests for s in hub.stats.values())
+        # Per-symbol polls, plus the hub's account-wide position polls (one for every symbol).
+        requests0 = sum(s.requests for s in hub.stats.values()) + hub.position_polls
         cpu0, wall0 = cpu_s(), time.perf_counter()
         await asyncio.sleep(quiet_s)
         cpu, wall = cpu_s() - cpu0, time.perf_counter() - wall0
-        requests = sum(s.requests for s in hub.stats.values()) - requests0
+        requests = sum(s.requests for s in hub.stats.values()) + hub.position_polls - requests0
         rss = rss_mb()
         closes = await fleet.close_candles(candles) if candles else None
         latencies: list[float] = []

@@ -1,8 +1,9 @@
 """`qt worker --queue NAME`: one Temporal worker per task queue (`all`: every queue in one process).
 
-The wiring lives in `workers/registry.py`. A worker checks at start that the search attributes
-it needs are registered, so a misconfigured namespace fails loudly at deploy time, not in the
-middle of a trade.
+The wiring lives in `workers/registry.py` (orders go through their own exchange client, market
+data through another). A worker checks at start that the search attributes it needs are
+registered, so a misconfigured namespace fails loudly at deploy time, not in the middle of a
+trade.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -56,4 +58,7 @@ async def run_worker(queue: str) -> int:
     await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
     await asyncio.gather(*runs, return_exceptions=True)
     await deps.close()
+    exchange = sys.modules.get("activities.exchange")  # loaded only by queues that trade
+    if exchange is not None:
+        await exchange.close_shared_exchange()
     return 0

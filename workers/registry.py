@@ -35,7 +35,13 @@ class WorkerSettings(BaseSettings):
 class Dependencies:
     """What the activities talk to. `None` = the production default, created on first use."""
 
-    exchange: Any = None  # a ccxt client or a zero-arg async factory (activities.exchange)
+    # Market data (PriceHub, market and gate activities): a ccxt client or a zero-arg async
+    # factory (activities.exchange); None = the process's `market` client.
+    exchange: Any = None
+    # Order activities: their own client, so an order never queues behind the market-data
+    # client's polls in its throttle. None = the process's `orders` client, or, when a test
+    # injected one `exchange`, that same client.
+    order_exchange: Any = None
     redis: Any = None  # redis.asyncio client
     policy: Any = None  # activities.schemas.policy.TradePolicy, pinned (tests, benchmarks)
     risk: Any = None  # activities.risk_settings.RiskSettings (None: from QT_RISK_*)
@@ -43,11 +49,23 @@ class Dependencies:
     settings: WorkerSettings = field(default_factory=WorkerSettings)
     _closers: list = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self._exchange_injected = self.exchange is not None
+
     def exchange_source(self) -> Any:
         if self.exchange is None:
-            from activities.exchange import shared_exchange
-            self.exchange = shared_exchange
+            from activities.exchange import shared_market_exchange
+            self.exchange = shared_market_exchange
         return self.exchange
+
+    def order_exchange_source(self) -> Any:
+        if self.order_exchange is None:
+            if self._exchange_injected:
+                self.order_exchange = self.exchange  # one injected client (tests) serves both
+            else:
+                from activities.exchange import shared_order_exchange
+                self.order_exchange = shared_order_exchange
+        return self.order_exchange
 
     def redis_client(self) -> Any:
         if self.redis is None:
@@ -82,7 +100,7 @@ def activities_for(queue: str, deps: Dependencies) -> list:
     if queue == TRADE_EXECUTION:
         from activities.orders import OrderActivities
         from activities.entry import EntryActivities
-        orders = OrderActivities(deps.exchange_source())
+        orders = OrderActivities(deps.order_exchange_source())
         entry = EntryActivities(orders)
         return [orders.set_leverage, orders.place_order, entry.open_position, orders.get_order,
                 orders.cancel_order, orders.close_position, orders.get_position, orders.get_fills]
