@@ -157,6 +157,12 @@ class WorkerProcess:
 # =================================================================================== the rig
 
 
+# Every crash test's entry-to-stop gap (test id -> ms), printed at the end of the session
+# (conftest.py) so one run of `pytest tests/crash -s` gives all the figures the README states.
+GAPS: dict[str, int | None] = {}
+RESTARTS: dict[str, list[float]] = {}
+
+
 @dataclass
 class CrashRig:
     client: Client
@@ -164,6 +170,7 @@ class CrashRig:
     worker: WorkerProcess
     handles: list[WorkflowHandle] = field(default_factory=list)
     crashes: int = 0
+    restart_s: list[float] = field(default_factory=list)  # SIGKILL -> the fresh worker polls
 
     def intent(self, symbol: str, side: str, price: Any, **fields: Any) -> dict:
         """A fresh intent at the paper exchange's market clock (as `TradeRig.intent`)."""
@@ -217,11 +224,13 @@ class CrashRig:
 
     async def crash(self, *, down_s: float = 0.0) -> None:
         """SIGKILL the worker, stay down `down_s` seconds, start a fresh one."""
+        killed = time.monotonic()
         self.worker.kill()
         self.crashes += 1
         if down_s:
             await asyncio.sleep(down_s)
         await self.worker.start()
+        self.restart_s.append(round(time.monotonic() - killed, 2))
 
     async def result(self, handle: WorkflowHandle, timeout: float = 150) -> TradeResult:
         return await asyncio.wait_for(handle.result(), timeout)
@@ -239,6 +248,18 @@ class CrashRig:
                     attempts.append(attrs.attempt)
         return attempts
 
+    async def last_attempt_started_ms(self, handle: WorkflowHandle, activity: str) -> list[int]:
+        """Wall ms at which the last attempt of each completed `activity` call started."""
+        scheduled: dict[int, str] = {}
+        started = []
+        async for event in handle.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                if scheduled.get(event.activity_task_started_event_attributes.scheduled_event_id) == activity:
+                    started.append(int(event.event_time.ToMilliseconds()))
+        return started
+
     async def cleanup(self) -> None:
         for handle in self.handles:
             try:
@@ -251,7 +272,8 @@ class CrashRig:
 
 
 @pytest_asyncio.fixture
-async def crash_rig(temporal_env, redis_server, redis_client, paper, tmp_path) -> AsyncIterator[CrashRig]:
+async def crash_rig(request, temporal_env, redis_server, redis_client, paper,
+                    tmp_path) -> AsyncIterator[CrashRig]:
     """A worker subprocess on the test stack (started, polling) and the rig around it."""
     address = temporal_env.client.service_client.config.target_host
     code = snapshot_code(tmp_path / "code")
@@ -262,6 +284,8 @@ async def crash_rig(temporal_env, redis_server, redis_client, paper, tmp_path) -
         await worker.start()
         yield rig
     finally:
+        if rig.restart_s:
+            RESTARTS[request.node.name] = rig.restart_s
         await rig.cleanup()
         worker.stop()
         paper.clear_faults()

@@ -76,7 +76,7 @@ async def test_seed_intents_written_by_xadd_become_trades_with_their_search_attr
             assert result.exit_reason == "MANUAL"
     for symbol, handle in zip(("NEARUSDT", "FHEUSDT"), handles):
         entries = [e for e in paper.audit(symbol=symbol) if e.get("client_id", "").endswith("-entry")]
-        assert len(entries) == 1 and entries[0]["client_id"].startswith(handle.id)
+        assert len(entries) == 1 and entries[0]["client_id"].startswith(f"{handle.id}.")  # run-tagged
     assert not (await rig.dlq())
 
 

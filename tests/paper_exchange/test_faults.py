@@ -29,19 +29,40 @@ async def test_drop_after_accept_places_the_order_once(exchange, paper):
                                     params={"clientOrderId": "entry-dropped"})
     assert classify_exchange_error(info.value).retryable
 
-    # The answer was lost, the order was not: find it by client id.
+    # The answer was lost, the order was not: it exists once, found by client id.
     order = await exchange.fetch_order(None, BTC, params={"clientOrderId": "entry-dropped"})
     assert (order["status"], order["filled"]) == ("closed", 0.01)
+    assert placements(paper, "entry-dropped") == ["filled"]
+    [position] = await exchange.fetch_positions([BTC])
+    assert position["contracts"] == 0.01  # one fill
 
-    # The retry a client would send gets -4116, which tells it the order already exists.
+    # Binance's rule: a client id is unique among OPEN orders only. The market order filled, so
+    # a blind resend with its id is a second order: the look-up above is the only guard.
+    await exchange.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "entry-dropped"})
+    assert placements(paper, "entry-dropped") == ["filled", "filled"]
+    [position] = await exchange.fetch_positions([BTC])
+    assert position["contracts"] == 0.02
+
+
+async def test_drop_after_accept_on_a_resting_order_resend_is_refused(exchange, paper):
+    """The dropped answer of an order that is still OPEN: it exists once, and the resend a
+    client would send gets -4116, which tells it the order already exists."""
+    paper.set_price("BTCUSDT", 63000)
+    paper.add_fault(path="/fapi/v1/order", method="POST", drop_after_accept=True)
+    params = {"clientOrderId": "bid-dropped"}
+    with pytest.raises(ccxt.NetworkError) as info:
+        await exchange.create_order(BTC, "limit", "buy", 0.01, 62000, params=params)
+    assert classify_exchange_error(info.value).retryable
+    order = await exchange.fetch_order(None, BTC, params=params)
+    assert (order["status"], order["filled"]) == ("open", 0.0)
+
     with pytest.raises(ccxt.InvalidOrder) as info:
-        await exchange.create_order(BTC, "market", "buy", 0.01,
-                                    params={"clientOrderId": "entry-dropped"})
+        await exchange.create_order(BTC, "limit", "buy", 0.01, 62000, params=params)
     assert classify_exchange_error(info.value).kind is FailureKind.DUPLICATE_CLIENT_ORDER_ID
 
-    assert placements(paper, "entry-dropped") == ["filled", "rejected"]
-    [position] = await exchange.fetch_positions([BTC])
-    assert position["contracts"] == 0.01  # one fill, not two
+    assert placements(paper, "bid-dropped") == ["accepted", "rejected"]
+    assert len(await exchange.fetch_open_orders(BTC)) == 1
+    await exchange.cancel_order(order["id"], BTC)
 
 
 async def test_drop_after_accept_on_a_conditional_order(exchange, paper):

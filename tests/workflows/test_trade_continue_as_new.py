@@ -17,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.schemas.policy import MonitorPolicy, TradePolicy
 from qt.settings import SEARCH_ATTRIBUTES
 from qt.temporal_setup import temporal_binary
+from tests.fixtures.client_ids import trade_cid
 from tests.fixtures.stack import _SA_KEYS
 from tests.fixtures.trading import TradeRig, running_workers
 from trading.exits import ExitPolicy
@@ -68,7 +69,7 @@ async def test_continue_as_new_mid_position_loses_nothing(can_rig, paper):
     state = await rig.wait_for(handle, lambda s: s.run >= 3, timeout=120)
     # Everything the first run knew is still there.
     assert state.entry_qty == opened.entry_qty and state.entry_price == opened.entry_price
-    assert state.exit.tps_done == 1 and state.stop_client_id.endswith("-sl-2")
+    assert state.exit.tps_done == 1 and state.stop_client_id == trade_cid(handle, "sl-2")
     assert [o.step for o in state.orders][:2] == ["entry", "sl-1"]
     # Every run stays short.
     description = await handle.describe()
@@ -77,10 +78,13 @@ async def test_continue_as_new_mid_position_loses_nothing(can_rig, paper):
     result = await handle.execute_update("close", {}, result_type=TradeResult)
     assert result.status is TradeStatus.CLOSED and result.exit_reason is ExitReason.MANUAL
     assert wallet(paper) - before == result.realized_pnl.quantize(D("0.00000001"))
-    audit = [r for r in paper.audit() if r.get("client_id", "").startswith(handle.id)
+    # The run tag stays the first run's through continue-as-new.
+    assert [o.client_order_id for o in state.orders][:2] == [trade_cid(handle, "entry"), trade_cid(handle, "sl-1")]
+    audit = [r for r in paper.audit() if r.get("client_id", "").startswith(f"{handle.id}.")
              and r["result"] in ("filled", "accepted")]
     ids = [r["client_id"] for r in audit]
     assert len(ids) == len(set(ids)), ids  # every client id placed once across all runs
+    assert set(ids) == set(result.details["orders"]), ids
     await rig.save_history(handle, "continued_as_new_last_run")
 
 

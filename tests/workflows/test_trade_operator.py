@@ -10,6 +10,7 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
 from activities.schemas.policy import MonitorPolicy, TradePolicy
+from tests.fixtures.client_ids import trade_cid
 from trading.exits import ExitPolicy
 from trading.models import ExitReason, TradeStatus
 from workflows.trade_state import AdjustLevelsResult
@@ -63,11 +64,12 @@ async def test_adjust_levels_moves_the_exchange_stop_new_before_old(rig, paper):
                                          result_type=AdjustLevelsResult)
     assert result.stop_loss == new_stop and [str(p) for p in result.take_profits] == tps
     algos = paper.state()["open_algo_orders"]
-    assert [a["clientAlgoId"] for a in algos] == [f"{handle.id}-sl-2"]
+    sl_1, sl_2 = trade_cid(handle, "sl-1"), trade_cid(handle, "sl-2")
+    assert [a["clientAlgoId"] for a in algos] == [sl_2]
     assert D(algos[0]["triggerPrice"]) == new_stop
-    audit = [r for r in paper.audit() if r.get("client_id", "").startswith(f"{handle.id}-sl-")]
-    accepted_new = next(i for i, r in enumerate(audit) if r["client_id"].endswith("sl-2") and r["result"] == "accepted")
-    canceled_old = next(i for i, r in enumerate(audit) if r["client_id"].endswith("sl-1") and r["result"] == "canceled")
+    audit = [r for r in paper.audit() if r.get("client_id") in (sl_1, sl_2)]
+    accepted_new = next(i for i, r in enumerate(audit) if r["client_id"] == sl_2 and r["result"] == "accepted")
+    canceled_old = next(i for i, r in enumerate(audit) if r["client_id"] == sl_1 and r["result"] == "canceled")
     assert accepted_new < canceled_old
     await rig.save_history(handle, "adjust_levels")
     await handle.execute_update("close", {})
