@@ -357,9 +357,12 @@ class TradeWorkflow:
         st = self.state
         # The liquidation price (adjust_levels refuses a stop beyond it) is read alongside.
         # The entry activity usually placed the stop already (`sl-1`).
-        placing = self._place_stop(st.exit.stop) if st.stop_client_id is None else _nothing()
         if self._stop_refused is not None:  # the entry activity's stop was refused on its merits
             placing = _raise(self._stop_refused)
+        elif st.stop_client_id is None:
+            placing = self._place_stop(st.exit.stop)
+        else:
+            placing = _nothing()
         stop, position = await asyncio.gather(
             placing, self._call(calls.GET_POSITION, PositionRequest(symbol=self.intent.symbol)),
             return_exceptions=True)
