@@ -9,12 +9,15 @@ straight away: the gap is one short retry.
 
 Three rules keep a retried attempt from sending an order twice:
 - every order is looked up by its client id before it is sent (`OrderActivities.lookup`);
-- a retried attempt that does not find the entry waits until any entry request the dead attempt
-  may still have had in flight can no longer execute (the exchange refuses a request older
-  than its recvWindow), then asks again: a filled market order is no longer "open", so on
-  Binance a resend with the same client id would fill a second time;
-- the stop needs no such wait: while it rests, the exchange itself refuses a second one with the
-  same client id (-4116, "already placed").
+- the entry request is signed with its attempt's start time (Temporal's `started_time`) and a
+  recvWindow of `ENTRY_RECV_WINDOW_MS`, and the attempt does not send it later than that: the
+  exchange refuses such a request once it is older. A retry starts no sooner than the heartbeat
+  timeout after the earlier attempt started (3 s, more than the window plus a second of clock
+  slack), so when the retry looks the entry up, no request of an earlier attempt can still
+  execute, however that attempt died or stalled. This matters because a filled market order is no
+  longer "open", and Binance accepts its client id again: a resend would fill a second time;
+- the stop needs no such binding: while it rests, the exchange itself refuses a second one with
+  the same client id (-4116, "already placed").
 
 An entry that goes out late (a retried attempt, or later than the guard's window after the
 gates) first re-checks the market against the gates' rule (`trading/entry_checks.py`): the
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -41,9 +44,12 @@ from activities.temporal_errors import to_application_error
 from trading.entry_checks import EntryGuard, late_entry_problems
 from trading.levels import rebase_levels
 
-# Beyond the recvWindow, the time an accepted request may still spend inside the exchange.
-_IN_FLIGHT_SLACK_S = 1.0
-_DEFAULT_RECV_WINDOW_MS = 5_000
+# The entry request's validity after its attempt started; keep it below the OPEN_POSITION
+# heartbeat timeout (workflows/activity_calls.py) minus clock slack.
+ENTRY_RECV_WINDOW_MS = 2_000
+_SEND_MARGIN_MS = 250  # not sent when less than this is left of the window (network time)
+_CLOCK_SLACK_S = 1.0  # between Temporal's clock (the attempt's start) and the exchange's
+ENTRY_ATTEMPT_EXPIRED = "entry_attempt_expired"  # retryable: the next attempt sends it
 _FILL_CHECKS, _FILL_CHECK_S = 4, 0.25  # a market entry not yet reported filled: ask again
 
 
@@ -90,30 +96,30 @@ class EntryActivities:
             raise ApplicationError("open_position takes a MARKET entry that is not reduce-only",
                                    type="bad_request", non_retryable=True)
         info = activity.info()
+        started_ms = int(info.started_time.timestamp() * 1000)
         async with _Heartbeats() as beats:
             exchange, unified, symbol_id = await self._orders.client(request.symbol)
-            entry = await self._find_entry(exchange, unified, symbol_id, request, info)
+            entry = await self._orders.lookup(exchange, unified, symbol_id, request.client_order_id, False)
             if entry is None:
                 guard = request.entry_guard
                 if guard is not None and guard.is_late(_now_ms(), info.attempt):
                     await self._recheck(exchange, unified, guard)
+                if request.leverage is not None:
+                    await self._orders.set_margin_and_leverage(exchange, unified, request.leverage, True)
+                _still_in_window(started_ms)
                 beats.phase("entry_sent")
-                bare = request.model_copy(update={"entry_guard": None, "protective_stop": None})
-                entry = await self._orders.send_new(exchange, unified, symbol_id, bare)
+                bare = request.model_copy(update={"entry_guard": None, "protective_stop": None,
+                                                  "leverage": None})
+                try:
+                    entry = await self._orders.send_new(exchange, unified, symbol_id, bare, signing={
+                        "timestamp": started_ms, "recvWindow": ENTRY_RECV_WINDOW_MS})
+                except ApplicationError as err:
+                    raise _after_unknown_outcome(err, started_ms) from None
             entry = await self._until_filled(exchange, unified, symbol_id, entry)
             beats.phase("entry_filled" if entry.filled > 0 else "entry_unfilled")
             if request.protective_stop is None or entry.filled <= 0 or entry.average_price is None:
                 return entry
             return await self._protect(request, entry)
-
-    async def _find_entry(self, exchange: Any, unified: str, symbol_id: str,
-                          request: PlaceOrderRequest, info: activity.Info) -> OrderResult | None:
-        cid = request.client_order_id
-        entry = await self._orders.lookup(exchange, unified, symbol_id, cid, False)
-        if entry is not None or info.attempt <= 1:
-            return entry
-        await asyncio.sleep(_in_flight_wait_s(exchange, info))
-        return await self._orders.lookup(exchange, unified, symbol_id, cid, False)
 
     async def _recheck(self, exchange: Any, unified: str, guard: EntryGuard) -> None:
         try:
@@ -160,13 +166,22 @@ class EntryActivities:
         return entry.model_copy(update={"protective_stop": placed})
 
 
-def _in_flight_wait_s(exchange: Any, info: activity.Info) -> float:
-    """Seconds until no entry request of an earlier attempt can still execute.
+def _after_unknown_outcome(err: ApplicationError, started_ms: int) -> ApplicationError:
+    """A retryable failure of the entry request (timeout, dropped connection, 5xx): the request
+    may still be on its way. The retry waits until the exchange would refuse it."""
+    if err.non_retryable:
+        return err  # refused on its merits: nothing was executed
+    delay_s = max(0.0, (started_ms + ENTRY_RECV_WINDOW_MS - _now_ms()) / 1000 + _CLOCK_SLACK_S)
+    return ApplicationError(err.message, *err.details, type=err.type,
+                            next_retry_delay=timedelta(seconds=delay_s))
 
-    Such a request was signed before this attempt was scheduled (the earlier one had died or
-    timed out by then); the exchange refuses it once its recvWindow has passed.
-    """
-    recv_ms = (getattr(exchange, "options", None) or {}).get("recvWindow") or _DEFAULT_RECV_WINDOW_MS
-    scheduled: datetime = info.current_attempt_scheduled_time
-    deadline = scheduled.timestamp() + recv_ms / 1000 + _IN_FLIGHT_SLACK_S
-    return max(0.0, deadline - time.time())
+
+def _still_in_window(started_ms: int) -> None:
+    """Raise (retryable) when this attempt may no longer send its entry: the request would reach
+    the exchange too late to be valid, and a retry may already be on its way."""
+    age_ms = _now_ms() - started_ms
+    if age_ms > ENTRY_RECV_WINDOW_MS - _SEND_MARGIN_MS:
+        raise ApplicationError(
+            f"the entry attempt started {age_ms} ms ago: too late to send its entry within its "
+            f"{ENTRY_RECV_WINDOW_MS} ms window (a retry looks it up and sends it)",
+            type=ENTRY_ATTEMPT_EXPIRED)

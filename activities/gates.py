@@ -162,6 +162,7 @@ class _Snapshot(BaseModel):
     price_time_ms: int | None = None
     clock_ms: int | None = None  # the market clock: the feed's price time, else the exchange's
     clock_from_exchange: bool = False
+    read_at_ms: int | None = None  # wall clock when the exchange was read (the price's age)
     equity: Decimal | None = None
     free_margin: Decimal | None = None
     open_notional: dict[str, Decimal] = {}  # symbol id -> |notional| of open positions
@@ -235,6 +236,7 @@ class GateActivities:
                 mark = to_decimal(info.get("markPrice")) or to_decimal(p.get("markPrice")) or Decimal(0)
                 notional = to_decimal(info.get("notional")) or amount * mark
                 snap.open_notional[info.get("symbol") or p["symbol"]] = abs(notional)
+        snap.read_at_ms = int(time.time() * 1000)
         snap.equity = to_decimal(balance.get("totalMarginBalance"))
         snap.free_margin = to_decimal(balance.get("availableBalance"))
 
@@ -318,13 +320,16 @@ class GateActivities:
         gate("free_margin", free >= s.min_free_margin_usd and free > 0,
              f"free margin {free:.2f} USDT is below {s.min_free_margin_usd} USDT",
              f"free margin {free:.2f} USDT")
-        # position_size_usd is margin: more than the whole account can never be margined, so
-        # such a request is a producer's mistake (a unit mix-up), not a trade to cap silently.
+        # More margin than the whole account can never be posted, so such a request is a
+        # producer's mistake (a unit mix-up), not a trade to cap silently. position_size_usd is
+        # margin, or notional when the sizing policy reads it so (then margin = size / leverage).
         equity = snap.equity or Decimal(0)
-        gate("position_size", intent.position_size_usd <= equity,
+        size_is_margin = self._policy.sizing.intent_size_is_margin if self._policy else True
+        margin = intent.position_size_usd if size_is_margin else intent.position_size_usd / leverage
+        gate("position_size", margin <= equity,
              f"position_size_usd {intent.position_size_usd:f} is more than the account's equity "
              f"{equity:.2f} USDT: it could never be margined",
-             f"position_size_usd {intent.position_size_usd:f} <= equity {equity:.2f} USDT")
+             f"position_size_usd {intent.position_size_usd:f} needs {margin:.2f} <= equity {equity:.2f} USDT")
 
         out.append(self._market_verdict(intent, snap, leverage))
         out.append(self._deviation_verdict(intent, snap))
@@ -428,7 +433,7 @@ class GateActivities:
         s = self._settings
         guard = EntryGuard(side=request.intent.side, intent_entry_price=request.intent.entry_price,
                            max_deviation_pct=s.max_entry_deviation_pct, gate_price=snap.price,
-                           recheck_after_s=s.entry_recheck_after_s)
+                           recheck_after_s=s.entry_recheck_after_s, gated_at_ms=snap.read_at_ms)
         return GateReport(
             passed=not failed, verdicts=verdicts,
             rejection_reason=f"{failed[0].name}: {failed[0].detail}" if failed else None,

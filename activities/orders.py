@@ -111,7 +111,7 @@ class OrderActivities:
             raise to_application_error(exc) from exc
         return _order_result(order, symbol_id, conditional=conditional, existed=True)
 
-    # The entry activity (activities/entry.py) builds on these two.
+    # The entry activity (activities/entry.py) builds on these.
     client = _client
     lookup = _lookup
 
@@ -126,6 +126,8 @@ class OrderActivities:
                 if classify_exchange_error(exc).kind is not FailureKind.ALREADY_SET:
                     raise to_application_error(exc) from exc
         return mode
+
+    set_margin_and_leverage = _set_leverage  # (for activities/entry.py)
 
     @activity.defn(name="set_leverage")
     async def set_leverage(self, request: SetLeverageRequest) -> SetLeverageResult:
@@ -145,13 +147,16 @@ class OrderActivities:
         return await self.send_new(exchange, unified, symbol_id, request)
 
     async def send_new(self, exchange: Any, unified: str, symbol_id: str,
-                       request: PlaceOrderRequest) -> OrderResult:
-        """Send an order the exchange was just asked about and does not have (`_lookup`)."""
+                       request: PlaceOrderRequest, signing: dict[str, int] | None = None) -> OrderResult:
+        """Send an order the exchange was just asked about and does not have (`_lookup`).
+        `signing`: `timestamp` / `recvWindow` to sign it with (the entry binds its request to
+        its attempt's start: see activities/entry.py)."""
         conditional = request.type.conditional
         cid = request.client_order_id
         if request.leverage is not None:
             await self._set_leverage(exchange, unified, request.leverage, isolated=True)
         order_type, params = self._ccxt_order(exchange, unified, request)
+        params.update(signing or {})
         try:
             order = await exchange.create_order(
                 unified, order_type, request.side.value.lower(),

@@ -390,7 +390,8 @@ class IntentIntake:
         self.counters.conflicts += 1
         existing = to_stream_fields(err.existing) if err.existing is not None else None
         await self._dead_letter(entry_id, fields, [str(err)], outcome=Outcome.CONFLICT, extra={
-            "reason": "intent_id_conflict", "existing_workflow_id": err.workflow_id,
+            "reason": "intent_id_conflict" if err.unreadable is None else "intent_id_unverified",
+            "existing_workflow_id": err.workflow_id,
             "existing_run_id": err.run_id or "",
             "existing_intent": json.dumps(existing, ensure_ascii=False) if existing else "",
             "differences": json.dumps(err.differences, ensure_ascii=False)})

@@ -334,7 +334,11 @@ def intent_differences(existing: TradeIntent, new: TradeIntent) -> list[str]:
     same instant in epoch milliseconds: a producer's re-publish is not a difference."""
     a, b = existing.model_dump(), new.model_dump()
     return [f"{name}: {_show_value(a[name])} -> {_show_value(b[name])}"
-            for name in TradeIntent.model_fields if a[name] != b[name]]
+            for name in TradeIntent.model_fields if name not in _FREE_TEXT and a[name] != b[name]]
+
+
+# Not part of what the intent asks for: a producer may regenerate it on a re-publish.
+_FREE_TEXT = frozenset({"reason"})
 
 
 def _show_value(value: Any) -> str:

@@ -89,8 +89,8 @@ _ORDER_TIMEOUT = 13 * _S
 PLACE_ORDER = Call("place_order", TRADE_EXECUTION, OrderResult, _ORDER_TIMEOUT, _ORDER)
 # The entry and its protective stop in one attempt (activities/entry.py). A short heartbeat
 # timeout: a worker that dies after the fill is replaced within seconds and the retry places the
-# stop at once. The start-to-close covers the wait a retry may owe an in-flight entry request
-# (the exchange's recvWindow) plus both orders.
+# stop at once. It must stay above the entry request's window (entry.ENTRY_RECV_WINDOW_MS, 2 s)
+# plus clock slack: a retry then never meets a request of a dead attempt still in flight.
 OPEN_POSITION = Call("open_position", TRADE_EXECUTION, OrderResult, 30 * _S, _ORDER,
                      heartbeat_timeout=3 * _S)
 GET_ORDER = Call("get_order", TRADE_EXECUTION, OrderResult | None, _ORDER_TIMEOUT, _ORDER)

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -30,6 +31,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
 from trading.intent import (
     IntentError,
@@ -49,16 +51,22 @@ WORKFLOW_TYPE = "TradeWorkflow"
 
 
 class IntentConflict(Exception):
-    """Another intent already runs (or ran) under this intent's workflow id."""
+    """Another intent already runs (or ran) under this intent's workflow id, or the one that
+    does could not be read (`unreadable`: then nobody can tell a duplicate from a conflict)."""
 
     def __init__(self, workflow_id: str, run_id: str | None, existing: TradeIntent | None,
-                 differences: list[str]) -> None:
+                 differences: list[str], unreadable: str | None = None) -> None:
         self.workflow_id, self.run_id, self.existing, self.differences = (
             workflow_id, run_id, existing, differences)
-        what = "; ".join(differences) if differences else "its input could not be read as an intent"
-        super().__init__(
-            f"intent_id conflict: workflow {workflow_id} (run {run_id}) already holds a different "
-            f"intent under this id ({what}; existing -> this one)")
+        self.unreadable = unreadable
+        if unreadable is not None:
+            message = (f"intent_id unverified: workflow {workflow_id} already exists and its intent "
+                       f"could not be read ({unreadable}): kept here, not started twice")
+        else:
+            what = "; ".join(differences) if differences else "its input is not a valid intent"
+            message = (f"intent_id conflict: workflow {workflow_id} (run {run_id}) already holds a "
+                       f"different intent under this id ({what}; existing -> this one)")
+        super().__init__(message)
 
 
 def initial_search_attributes(intent: TradeIntent) -> TypedSearchAttributes:
@@ -96,18 +104,38 @@ async def start_trade(client: Client, fields: Mapping[str, Any] | TradeIntent,
         return handle, True
     except WorkflowAlreadyStartedError:
         handle = client.get_workflow_handle(workflow_id, result_type=TradeResult)
-        run_id, existing = await existing_intent(client, handle)
+        try:
+            run_id, existing = await existing_intent(client, handle, rpc_timeout)
+        except RPCError as err:
+            raise IntentConflict(workflow_id, None, None, [],
+                                 unreadable=f"{err.status.name}: {err.message}") from None
         differences = intent_differences(existing, intent) if existing is not None else []
         if existing is None or differences:
             raise IntentConflict(workflow_id, run_id, existing, differences) from None
         return handle, False
 
 
-async def existing_intent(client: Client, handle: WorkflowHandle) -> tuple[str | None, TradeIntent | None]:
+_READ_ATTEMPTS = 3
+
+
+async def existing_intent(client: Client, handle: WorkflowHandle, rpc_timeout: timedelta | None = None,
+                          ) -> tuple[str | None, TradeIntent | None]:
     """(run id, intent) of the latest run under `handle`'s id: its first history event's input
     (the intent fields; a continued run carries them first too). The intent is None when the
-    input is not a valid intent (a hand-made CLI start)."""
-    async for event in handle.fetch_history_events(page_size=1):
+    input is not a valid intent (a hand-made CLI start). A few tries, then the RPCError."""
+    for attempt in range(1, _READ_ATTEMPTS + 1):
+        try:
+            return await _first_event_intent(client, handle, rpc_timeout)
+        except RPCError:
+            if attempt == _READ_ATTEMPTS:
+                raise
+            await asyncio.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
+
+
+async def _first_event_intent(client: Client, handle: WorkflowHandle, rpc_timeout: timedelta | None,
+                              ) -> tuple[str | None, TradeIntent | None]:
+    async for event in handle.fetch_history_events(page_size=1, rpc_timeout=rpc_timeout):
         attributes = event.workflow_execution_started_event_attributes
         run_id = attributes.original_execution_run_id or None
         args = await client.data_converter.decode(attributes.input.payloads)

@@ -159,7 +159,6 @@ class TradeWorkflow:
         self._adjust_outcome: AdjustLevelsResult | str | None = None
         self._interrupt = False
         self._watch: workflow.ActivityHandle | None = None
-        self._gated_at_ms: int | None = None
         self._stop_refused: _StopRefused | None = None  # by the exchange, in the entry activity
         self._in_flight: list[asyncio.Task] = []  # shielded order steps
         self._background: list[asyncio.Task] = []  # feedback writes
@@ -209,7 +208,6 @@ class TradeWorkflow:
             except ActivityError as release_err:
                 why += f"; the symbol lock could not be released either: {_failure(release_err)[1]}"
             return await self._reject(why)
-        self._gated_at_ms = self._now_ms()
         st.policy = report.policy or TradePolicy()
         st.features_at_entry = report.features
         st.gates = report.verdicts
@@ -270,9 +268,8 @@ class TradeWorkflow:
             await self._reject(f"sizing: {err}")
             return False
         st.sizing = sizing
-        if report.entry_guard is not None:
-            st.entry_guard = report.entry_guard.model_copy(update={
-                "planned_stop": st.planned_levels.stop_loss, "gated_at_ms": self._gated_at_ms})
+        if report.entry_guard is not None:  # (its clock starts when the gates read the price)
+            st.entry_guard = report.entry_guard.model_copy(update={"planned_stop": st.planned_levels.stop_loss})
         if not sizing.ok:
             await self._release_lock(cooldown=False)
             await self._reject(f"sizing: {sizing.rejected_reason}")
@@ -343,8 +340,6 @@ class TradeWorkflow:
             if st.order_tag is not None:
                 # open_position may have placed `sl-1` before its last attempt failed: once flat,
                 # nothing of this trade may rest on the exchange (an unknown id is a no-op).
-                if st.stop_client_id is None:
-                    st.stale_stop_ids.append(self._cid("sl-1"))
                 await self._cancel_stops()
             await self._release_lock(cooldown=False)
         st.reason, st.stage = why, Stage.DONE
@@ -768,6 +763,10 @@ class TradeWorkflow:
     async def _cancel_stops(self) -> None:
         st = self.state
         ids = [i for i in [st.stop_client_id, *st.stale_stop_ids] if i]
+        if st.order_tag is not None and st.stop_seq == 0:
+            # open_position may have placed `sl-1` in an attempt whose answer was lost (a kill or
+            # a failed entry after it): an unknown id costs one look-up, a forgotten stop more.
+            ids.append(self._cid("sl-1"))
         await asyncio.gather(*(self._call(calls.CANCEL_ORDER, OrderRef(
             symbol=self.intent.symbol, client_order_id=i, conditional=True)) for i in ids))
         st.stale_stop_ids = []

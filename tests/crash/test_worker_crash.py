@@ -40,6 +40,7 @@ from decimal import Decimal
 import pytest
 from temporalio.client import WorkflowHandle
 
+from activities.entry import ENTRY_RECV_WINDOW_MS
 from tests.crash.harness import GAPS, CrashRig, Protection, placements, trade_audit
 from tests.fixtures.client_ids import trade_cid
 from trading.exits import StopKind
@@ -50,6 +51,9 @@ pytestmark = [pytest.mark.timeout(240), pytest.mark.integration]
 
 D = Decimal
 LATENCY_MS = 3000  # below the exchange's 5 s recvWindow: a held request is still valid
+# The entry is signed with its attempt's start and a 2 s window (activities/entry.py): a held
+# entry still executes when it reaches the exchange within that.
+ENTRY_LATENCY_MS = 1000
 VARIANTS = ["accepted", "never"]
 # The bound on the entry-to-stop gap when the worker dies between the entry fill and the stop:
 # one short retry = the 3 s heartbeat timeout + the retry's back-off + a worker restart + the
@@ -62,10 +66,10 @@ def wallet(paper) -> Decimal:
     return D(paper.state()["balance"]["walletBalance"])
 
 
-def held_order_fault(path: str, variant: str) -> dict:
-    """The next POST to `path` is held LATENCY_MS, then executed (`accepted`) or answered with
+def held_order_fault(path: str, variant: str, latency_ms: int = LATENCY_MS) -> dict:
+    """The next POST to `path` is held `latency_ms`, then executed (`accepted`) or answered with
     an error without being executed (`never`)."""
-    rule = {"path": path, "method": "POST", "latency_ms": LATENCY_MS}
+    rule = {"path": path, "method": "POST", "latency_ms": latency_ms}
     if variant == "never":
         rule.update(status=503, code=-1001)
     return rule
@@ -130,7 +134,7 @@ async def test_kill_during_entry(crash_rig: CrashRig, variant):
     rig, paper = crash_rig, crash_rig.paper
     paper.set_price("BTCUSDT", 63000)
     before = wallet(paper)
-    rig.add_fault(**held_order_fault("/fapi/v1/order", variant))
+    rig.add_fault(**held_order_fault("/fapi/v1/order", variant, ENTRY_LATENCY_MS))
     handle = await rig.start(rig.intent("BTCUSDT", "BUY", 63000))
 
     await rig.wait_fault_taken()  # the entry order is held by the exchange right now
@@ -148,7 +152,7 @@ async def test_kill_during_entry(crash_rig: CrashRig, variant):
     if variant == "never":  # the retry sent the entry only once the held request had expired
         [entry] = [r for r in trade_audit(paper, handle.id) if r["result"] == "filled"]
         print(f"entry resent {entry['wall_ms'] - killed_ms} ms after the kill")
-        assert entry["wall_ms"] - killed_ms > 5000  # the exchange's recvWindow
+        assert entry["wall_ms"] - killed_ms > ENTRY_RECV_WINDOW_MS  # the held request's window
 
     paper.set_price("BTCUSDT", state.exit.stop - 50)  # the exchange stop closes it
     result = await rig.result(handle)
@@ -363,7 +367,7 @@ async def test_two_crashes_in_one_trade(crash_rig: CrashRig):
     rig, paper = crash_rig, crash_rig.paper
     paper.set_price("BTCUSDT", 63000)
     before = wallet(paper)
-    rig.add_fault(**held_order_fault("/fapi/v1/order", "accepted"))
+    rig.add_fault(**held_order_fault("/fapi/v1/order", "accepted", ENTRY_LATENCY_MS))
     handle = await rig.start(rig.intent("BTCUSDT", "BUY", 63000))
     await rig.wait_fault_taken()
     await rig.crash()

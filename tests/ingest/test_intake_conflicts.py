@@ -22,7 +22,8 @@ async def test_same_id_other_content_is_a_conflict_not_a_duplicate(start_intake,
     first = intent_fields("BTCUSDT", "BUY", 63000, paper.clock()["market_ms"])
     other = {**first, "side": "SELL", "position_size_usd": "900", "confidence": "0.95"}
     await rig.xadd(first)
-    await rig.xadd({**first, "entry_price": "63000.000"})  # the same intent, written differently
+    await rig.wait_drained()  # (entries are started concurrently: the first must hold the id)
+    await rig.xadd({**first, "entry_price": "63000.000", "reason": "re-published"})  # the same intent
     await rig.xadd(other)
     await rig.wait_drained()
 
