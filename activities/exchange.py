@@ -151,9 +151,9 @@ class ExchangeBudgetSettings(BaseSettings):
     """Request weight per minute each client of a process may spend (`QT_EXCHANGE_*`).
 
     Binance counts 2,400 per minute per IP for every process behind it: the defaults (1,200 +
-    600, plus bursts) leave room for another process (say `qt ingest`'s market feed); with one
-    worker process per queue, lower them so that the sum over processes on one IP stays under
-    2,400.
+    600, plus bursts: at most ~2,050 in one minute) leave room for another process (say
+    `qt ingest`'s market feed); with one worker process per queue, lower them so that the sum
+    over processes on one IP stays under 2,400.
     """
 
     model_config = SettingsConfigDict(env_prefix="QT_EXCHANGE_", extra="ignore")
@@ -162,8 +162,9 @@ class ExchangeBudgetSettings(BaseSettings):
     market_weight_burst: float = Field(10, ge=0)
     order_weight_per_min: float = Field(600, gt=0)
     # An idle order client may spend this much at once: a close (lookup, positions, order,
-    # positions: 12) or a trade's fills (userTrades + income: 35+) does not wait for refill.
-    order_weight_burst: float = Field(120, ge=0)
+    # positions: 12) does not wait for refill, nor do the fills and funding of a few trades
+    # closing together (lookups + userTrades + income: ~60 each; get_fills has 30 s).
+    order_weight_burst: float = Field(240, ge=0)
     # What bulk reads (BULK_ENDPOINTS) always leave for orders.
     order_weight_reserve: float = Field(30, ge=0)
 

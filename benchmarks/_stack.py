@@ -6,7 +6,9 @@
   `tests/fixtures/` (the same `PaperServer` / `RedisServer` classes) started outside pytest.
 - `InProcessWorkers`: every queue's worker in this process, wired by `build_workers` the way the
   test rig (`tests/fixtures/trading.py`) does, with a pinned `TradePolicy`, plus the benchmark's
-  own workers (below).
+  own workers (below); its exchange clients are the rig's (throttle off), the previous
+  production wiring (one shared throttled client) or today's (separate market-data and order
+  clients, Binance's weights).
 - Benchmark workflows and activities (their own task queues, never a production one):
   `BenchNoopEntry` runs the activity shape of TradeWorkflow up to its entry order with
   activities that return at once; `BenchWatchFleet` runs N `watch_position` activities on the
@@ -279,22 +281,53 @@ def order_id(handle: WorkflowHandle, step: str) -> str:
 # ============================================================================ in-process workers
 
 
+# How the in-process workers reach the exchange (`InProcessWorkers(wiring=...)`):
+RIG = "rig"  # the stack's one client, throttle off (as the test rig)
+SHARED = "shared"  # the previous production wiring: one client for everything, ccxt's own
+#                    throttle and costs (leaky bucket, 50 ms per cost unit, positionRisk = 1)
+PRODUCTION = "production"  # today's: a market-data and an order client, Binance's weights,
+#                            each its own WeightBudget (activities/exchange.py)
+WIRINGS = (RIG, SHARED, PRODUCTION)
+
+
 class InProcessWorkers:
     """Every production queue's worker in this process (as tests/fixtures/trading.py `rig`:
-    `build_workers` + `Dependencies` with the stack's ccxt client and Redis, a pinned policy,
-    no execution rate limit), plus the benchmark's own queues. The PriceHub is the one
-    `Dependencies.price_hub()` builds (the production poll interval, `QT_WORKER_MONITOR_POLL_S`)."""
+    `build_workers` + `Dependencies` with Redis, a pinned policy, no execution rate limit),
+    plus the benchmark's own queues. The PriceHub is the one `Dependencies.price_hub()` builds
+    (the production poll interval, `QT_WORKER_MONITOR_POLL_S`). `wiring` picks the exchange
+    clients (RIG, SHARED or PRODUCTION above); `clients` holds those this object created."""
 
-    def __init__(self, stack: Stack, policy: TradePolicy, production: bool = True) -> None:
-        self.stack, self.policy, self.production = stack, policy, production
+    def __init__(self, stack: Stack, policy: TradePolicy, production: bool = True,
+                 wiring: str = RIG) -> None:
+        if wiring not in WIRINGS:
+            raise ValueError(f"wiring must be one of {WIRINGS}")
+        self.stack, self.policy, self.production, self.wiring = stack, policy, production, wiring
         self.settings = WorkerSettings(execution_rate_per_s=0)
+        self.clients: dict[str, Any] = {}
         self.deps = Dependencies(exchange=stack.exchange, redis=stack.redis, policy=policy,
                                  settings=self.settings)
         self.workers: list[Worker] = []
         self.tasks: list[asyncio.Task] = []
 
+    async def _clients(self) -> None:
+        from activities.exchange import create_exchange
+        from qt.settings import ExchangeSettings
+        settings, paper = ExchangeSettings(mode="paper"), self.stack.paper.settings
+        if self.wiring == SHARED:
+            shared = create_exchange(settings, paper=paper)
+            shared.budget, shared.binance_weights = None, False  # ccxt's throttle and costs
+            self.clients = {"shared": shared}
+            self.deps.exchange = self.deps.order_exchange = shared
+        elif self.wiring == PRODUCTION:
+            self.clients = {purpose: create_exchange(settings, paper=paper, purpose=purpose)
+                            for purpose in ("market", "orders")}
+            self.deps.exchange, self.deps.order_exchange = self.clients["market"], self.clients["orders"]
+        for client in self.clients.values():
+            await client.load_markets()
+
     async def __aenter__(self) -> InProcessWorkers:
         client = self.stack.client
+        await self._clients()
         if self.production:
             self.workers = build_workers(client, list(QUEUES), self.deps)
         self.workers += [
@@ -313,6 +346,8 @@ class InProcessWorkers:
         await asyncio.gather(*(w.shutdown() for w in self.workers), return_exceptions=True)
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.deps.close()
+        for exchange in self.clients.values():
+            await exchange.close()
 
 
 # ================================================================================ subprocesses
@@ -402,7 +437,8 @@ def event_name(event) -> str:
 
 
 __all__ = [
-    "BENCH_EXECUTION", "BENCH_MARKET", "BENCH_WORKFLOWS", "NOOP_ENTRY_AT", "SYMBOLS",
+    "BENCH_EXECUTION", "BENCH_MARKET", "BENCH_WORKFLOWS", "NOOP_ENTRY_AT", "PRODUCTION", "RIG", "SHARED",
+    "SYMBOLS", "WIRINGS",
     "TRADE_EXECUTION", "TRADE_MARKET", "TRADE_MONITOR", "InProcessWorkers", "NoopEntryWorkflow",
     "ProcSample", "Stack", "WatchFleetWorkflow", "event_name", "history_events", "order_id",
     "percentile", "proc_sample", "stop_process", "worker_subprocess",

@@ -56,8 +56,10 @@ async def test_exchange_outage_leaks_no_signature_or_key(rig, paper, caplog):
         caplog.set_level(logging.DEBUG, logger=name or None)
     key, secret = paper.settings.api_key, paper.settings.api_secret
     paper.set_price("BTCUSDT", 63000)
-    # Every order lookup (signed GET /fapi/v1/order?…&signature=…) loses its connection.
+    # Every order lookup (signed GET /fapi/v1/order?…&signature=…) loses its connection, and
+    # an order that gets as far as being sent is refused (503): the entry fails for good.
     paper.add_fault(path="/fapi/v1/order", method="GET", drop_after_accept=True, count=10_000)
+    paper.add_fault(path="/fapi/v1/order", method="POST", status=503, count=10_000)
     handle = await rig.start(rig.intent("BTCUSDT", "BUY", 63000))
     try:
         await _entry_failed(handle, timeout=90)
