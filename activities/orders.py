@@ -15,7 +15,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.exchange import ExchangeHolder, ExchangeSource, shared_exchange
+from activities.exchange import ExchangeHolder, ExchangeSource, shared_order_exchange
 from activities.exchange_errors import FailureKind, classify_exchange_error
 from activities.market import resolve_symbol, to_decimal
 from activities.schemas.orders import (  # noqa: F401 (re-exported for callers of this module)
@@ -90,7 +90,7 @@ def _application_error(exc: BaseException) -> ApplicationError:
 
 
 class OrderActivities:
-    def __init__(self, exchange: ExchangeSource = shared_exchange) -> None:
+    def __init__(self, exchange: ExchangeSource = shared_order_exchange) -> None:
         self._holder = ExchangeHolder(exchange)
 
     async def _client(self, symbol: str) -> tuple[Any, str, str]:
