@@ -320,7 +320,11 @@ def workflow_id_for(intent: TradeIntent) -> str:
     """
     if not intent.intent_id:
         return f"trade-{intent_fingerprint(intent)}"
-    raw = intent.intent_id
+    return workflow_id_for_intent_id(intent.intent_id)
+
+
+def workflow_id_for_intent_id(raw: str) -> str:
+    """`trade-{intent_id}` made safe (see `workflow_id_for`)."""
     safe = _UNSAFE_ID.sub("_", raw)
     if safe != raw or len(safe) > _MAX_ID_PART:
         digest = hashlib.sha256(raw.encode()).hexdigest()[:12]

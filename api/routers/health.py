@@ -1,62 +1,85 @@
-"""Health and metrics: what an operator or a load balancer asks first."""
+"""Health and metrics: what an operator or a load balancer asks first. No token needed.
+
+`/health` checks every part through the app's own clients (Temporal, Redis, the exchange), lists
+the pollers Temporal sees per task queue (a queue nobody polls means its trades wait), and the
+intake's lag. 200 when every part answers, else 503 with what is down.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-import redis.asyncio as aioredis
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
-from activities.exchange import create_exchange
-from qt.settings import StackSettings
-from qt.temporal_setup import connect
+from api.services import Services, services
+from signals_ingest.intake_status import read_intake_status
+from workers.queues import ML, QUEUES, TRADE_WORKFLOWS
 
 router = APIRouter(tags=["health"])
+_TIMEOUT_S = 5
 
 
-async def _check_temporal(settings: StackSettings) -> str:
-    client = await connect(settings)
-    await client.service_client.check_health()
+async def _pollers(svc: Services, queue: str) -> list[dict[str, Any]]:
+    kind = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW if queue == TRADE_WORKFLOWS else TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
+    reply = await svc.temporal.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+        namespace=svc.temporal.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind))
+    return [{"identity": p.identity, "last_access": p.last_access_time.ToDatetime().isoformat() + "Z"}
+            for p in reply.pollers]
+
+
+async def _exchange(svc: Services) -> str:
+    await svc.exchange.fetch_time()
     return "ok"
 
 
-async def _check_redis(settings: StackSettings) -> str:
-    client = aioredis.from_url(settings.effective_redis_url, socket_connect_timeout=2)
-    try:
-        await client.ping()
-        return "ok"
-    finally:
-        await client.aclose()
+async def _temporal(svc: Services) -> str:
+    await svc.temporal.service_client.check_health()
+    return "ok"
 
 
-async def _check_exchange() -> str:
-    exchange = create_exchange(timeout=3_000)
-    try:
-        await exchange.fetch_time()
-        return "ok"
-    finally:
-        await exchange.close()
+async def _redis(svc: Services) -> str:
+    await svc.redis.ping()
+    return "ok"
 
 
-@router.get("/health", summary="Is every part this API depends on reachable?")
-async def health() -> JSONResponse:
-    settings = StackSettings()
-    checks = {
-        "temporal": _check_temporal(settings),
-        "redis": _check_redis(settings),
-        "exchange": _check_exchange(),
-    }
-    results = await asyncio.gather(
-        *(asyncio.wait_for(c, timeout=5) for c in checks.values()), return_exceptions=True
-    )
-    parts = {
-        name: (result if not isinstance(result, BaseException) else f"down: {type(result).__name__}: {result}")
-        for name, result in zip(checks, results)
-    }
+def _down(err: BaseException) -> str:
+    return f"down: {type(err).__name__}: {err}"
+
+
+@router.get("/health", summary="Is every part reachable; who polls each task queue; the intake's lag")
+async def health(svc: Services = Depends(services)) -> JSONResponse:
+    checks = {"temporal": _temporal(svc), "redis": _redis(svc), "exchange": _exchange(svc)}
+    results = await asyncio.gather(*(asyncio.wait_for(c, _TIMEOUT_S) for c in checks.values()),
+                                   return_exceptions=True)
+    parts = {name: r if isinstance(r, str) else _down(r) for name, r in zip(checks, results)}
+    queues: dict[str, Any] = {}
+    if parts["temporal"] == "ok":
+        polled = await asyncio.gather(*(asyncio.wait_for(_pollers(svc, q), _TIMEOUT_S) for q in QUEUES),
+                                      return_exceptions=True)
+        for queue, pollers in zip(QUEUES, polled):
+            if isinstance(pollers, BaseException):
+                queues[queue] = {"pollers": None, "error": _down(pollers)}
+            else:
+                queues[queue] = {"pollers": len(pollers), "workers": pollers,
+                                 **({} if pollers or queue == ML else {"warning": "no worker polls this queue"})}
+    intake: dict[str, Any] | str = "unknown"
+    if parts["redis"] == "ok":
+        try:
+            status = await asyncio.wait_for(read_intake_status(svc.redis), _TIMEOUT_S)
+            intake = {"lag": status.lag, "pending": status.pending, "dlq_length": status.dlq_length,
+                      "oldest_pending_age_s": status.oldest_pending_age_s,
+                      "consumers": [c.name for c in status.consumers if c.alive]}
+        except Exception as err:  # noqa: BLE001 - shown, never a 500
+            intake = _down(err)
     ok = all(value == "ok" for value in parts.values())
-    return JSONResponse({"status": "ok" if ok else "degraded", "parts": parts}, status_code=200 if ok else 503)
+    body = {"status": "ok" if ok else "degraded", "parts": parts, "task_queues": queues, "intake": intake}
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -1,0 +1,71 @@
+"""The clients the API talks through, created once in the app's lifespan (never per request):
+one Temporal client, one Redis client, one exchange (market-data) client.
+
+Tests and embedders hand ready clients to `create_app`; then the app closes none of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from temporalio.client import Client
+
+from qt.settings import StackSettings
+
+
+@dataclass
+class Services:
+    temporal: Client
+    redis: aioredis.Redis
+    exchange: Any  # activities.exchange: a ccxt client (markets loaded on first use)
+    settings: StackSettings
+    _closers: list = field(default_factory=list)
+
+    def web_ui_url(self, workflow_id: str, run_id: str | None = None) -> str:
+        base = f"{self.settings.temporal_ui_url}/namespaces/{self.settings.temporal_namespace}/workflows/{workflow_id}"
+        return f"{base}/{run_id}/history" if run_id else base
+
+
+@dataclass
+class Injected:
+    """Ready clients for `create_app` (tests): the app uses them and closes none."""
+
+    temporal: Client | None = None
+    redis: aioredis.Redis | None = None
+    exchange: Any = None
+
+
+def lifespan_for(settings: StackSettings, injected: Injected):
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        closers = []
+        temporal = injected.temporal
+        if temporal is None:
+            from qt.temporal_setup import connect
+            temporal = await connect(settings)
+        redis = injected.redis
+        if redis is None:
+            redis = aioredis.from_url(settings.effective_redis_url, decode_responses=True,
+                                      socket_connect_timeout=3, socket_timeout=10)
+            closers.append(redis.aclose)
+        exchange = injected.exchange
+        if exchange is None:
+            from activities.exchange import create_exchange
+            exchange = create_exchange()
+            closers.append(exchange.close)
+        app.state.services = Services(temporal, redis, exchange, settings, closers)
+        try:
+            yield
+        finally:
+            for close in reversed(closers):
+                await close()
+    return lifespan
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
