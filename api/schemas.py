@@ -139,3 +139,28 @@ class Problem(BaseModel):
     """Every error answer: what went wrong, in words (FastAPI's 422s add `loc` per field)."""
     detail: str | list[dict]
     kind: Literal["not_found", "conflict", "invalid", "unavailable", "unauthorized", "forbidden"] | None = None
+
+
+class PositionView(BaseModel):
+    symbol: str
+    side: Literal["LONG", "SHORT"]
+    quantity: Decimal  # contracts, unsigned
+    entry_price: Decimal | None = None
+    mark_price: Decimal | None = None
+    notional: Decimal  # |quantity × mark|, USDT
+    unrealized_pnl: Decimal
+    leverage: int | None = None
+    liquidation_price: Decimal | None = None
+    owners: list[str]  # the open trades (workflow ids) on this symbol
+    orphan: bool  # True: no open trade owns it (opened by hand, or a trade lost track of it)
+
+
+class Portfolio(BaseModel):
+    positions: list[PositionView]
+    open_trades: list[TradeSummary]  # trades that may hold a position (OPENING, OPEN, CLOSING)
+    exposure_by_symbol: dict[str, Decimal]
+    total_exposure: Decimal
+    unrealized_pnl: Decimal
+    wallet_balance: Decimal | None = None
+    free_margin: Decimal | None = None  # availableBalance
+    equity: Decimal | None = None  # totalMarginBalance (wallet + unrealized)

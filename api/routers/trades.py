@@ -74,14 +74,14 @@ async def list_trades(
         if err.status is RPCStatusCode.INVALID_ARGUMENT:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"query refused: {err.message}") from None
         raise
-    trades = [_summary(svc, w) for w in pages.current_page or []]
+    trades = [summary_of(svc, w) for w in pages.current_page or []]
     # Visibility lists running trades first, then closed ones by close time; newest first in each.
     trades.sort(key=lambda t: (t.closed_at is None, t.closed_at or t.started_at, t.started_at), reverse=True)
     next_token = base64.urlsafe_b64encode(pages.next_page_token).decode() if pages.next_page_token else None
     return TradePage(trades=trades, next_page_token=next_token)
 
 
-def _summary(svc: Services, w: WorkflowExecution) -> TradeSummary:
+def summary_of(svc: Services, w: WorkflowExecution) -> TradeSummary:
     attrs = w.typed_search_attributes
     return TradeSummary(
         workflow_id=w.id, run_id=w.run_id, status=attrs.get(sa.TRADE_STATUS),
