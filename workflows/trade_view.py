@@ -18,9 +18,10 @@ def _num(value: Decimal | None) -> str:
 
 
 def static_summary(intent: TradeIntent) -> str:
-    """`BUY 12.3 NEARUSDT ×10 @ 1.465`: side, margin in USDT, symbol, leverage, entry price."""
-    return (f"{intent.side.value} {_num(intent.position_size_usd)} {intent.symbol} "
-            f"×{intent.leverage} @ {_num(intent.entry_price)}")
+    """`BUY NEARUSDT · margin 12.3 USDT ×10 · entry ≈ 1.465`: each figure with its unit (the
+    quantity in contracts is decided by sizing later: the trade's details show it)."""
+    return (f"{intent.side.value} {intent.symbol} · margin {_num(intent.position_size_usd)} USDT "
+            f"×{intent.leverage} · entry ≈ {_num(intent.entry_price)}")
 
 
 def details_markdown(intent: TradeIntent, state: TradeState) -> str:
