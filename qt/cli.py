@@ -171,5 +171,12 @@ def api() -> None:
     uvicorn.run(create_app(), host=settings.api_host, port=settings.api_port, log_level="info")
 
 
+# Operator commands (trades, trade, enter, close, adjust, kill, kill-switch, safe-mode,
+# performance): thin clients of the HTTP API, in qt/operator.py.
+from qt.operator import register as _register_operator_commands  # noqa: E402
+
+_register_operator_commands(app)
+
+
 if __name__ == "__main__":
     app()
