@@ -21,11 +21,16 @@ test: setup
 
 setup: system-deps $(STAMP)
 
-# redis-server from Debian (the embedded stack runs its own instance on QT_REDIS_PORT).
+# redis-server from Debian (the embedded stack runs its own instance on QT_REDIS_PORT);
+# chromium from Debian: the browser test of the portfolio page drives it through Playwright
+# (no browser download: Playwright is pointed at /usr/bin/chromium).
 system-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "installing redis-server (apt)"; \
 	  $(APT) update -qq && $(APT) install -y -qq redis-server; }
+	@[ -x /usr/bin/chromium ] || { \
+	  echo "installing chromium (apt)"; \
+	  $(APT) update -qq && $(APT) install -y -qq chromium; }
 
 # Debian's python3 makes venvs only with python3-venv installed: install it on first failure.
 $(STAMP): pyproject.toml
