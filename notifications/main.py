@@ -1,0 +1,36 @@
+"""`qt notify`: the notifier process (see notifications/notifier.py). SIGTERM / SIGINT stop it;
+what was not delivered yet stays in the outbox and goes out when a notifier runs again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import redis.asyncio as aioredis
+
+from notifications.notifier import Notifier
+from notifications.settings import NotifySettings
+from qt.settings import StackSettings
+from signals_ingest.main import connect_temporal
+
+log = logging.getLogger("qt.notify")
+
+
+async def run_notifier() -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    settings, stack = NotifySettings(), StackSettings()
+    if not settings.urls:
+        log.warning("QT_NOTIFY_URLS is empty: events are collected in the outbox, nothing is sent")
+    redis = aioredis.from_url(stack.effective_redis_url, decode_responses=True)
+    try:
+        temporal = await connect_temporal(stop, stack)
+        if temporal is None:
+            return 0
+        await Notifier(redis, temporal, settings).run(stop)
+        return 0
+    finally:
+        await redis.aclose()
