@@ -52,15 +52,12 @@ async def submit_intent(
     given["intent_id"] = intent_id
     workflow_id = workflow_id_for_intent_id(intent_id)
 
-    retry = await _existing_trade(svc, workflow_id, given)
-    if retry is not None:
-        response.status_code = status.HTTP_200_OK
-        return await _with_gates(svc, retry, wait)
-
+    # Start first (one RPC on the happy path); a retry whose filled-in fields (timestamp, price)
+    # differ from the first call's is told apart from a real conflict on the fields it gave.
     intent = await _complete_and_parse(svc, given)
     try:
         handle, started = await start_trade(svc.temporal, intent, workflow_id=workflow_id)
-    except IntentConflict:  # a concurrent retry started it first: compare on what was given
+    except IntentConflict:
         retry = await _existing_trade(svc, workflow_id, given)
         if retry is None:
             raise
@@ -81,7 +78,8 @@ async def _existing_trade(svc: Services, workflow_id: str, given: dict[str, Any]
     except RPCError as err:
         if err.status is RPCStatusCode.NOT_FOUND:
             return None
-        raise
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            f"trade {workflow_id} exists but Temporal did not answer: {err.message}") from None
     if existing is None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"workflow {workflow_id} exists and its input is not an intent")
     # What this call left out is what the first call filled in: take it from the existing one.
