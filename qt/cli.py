@@ -1,6 +1,7 @@
 """`qt`: one command for every process of the system.
 
-    qt up | down | status     the local stack (Temporal dev server, Redis, paper exchange)
+    qt up | down | status     the local stack (Temporal dev server, Redis, paper exchange,
+                              workers, intake, API) and who polls each task queue
     qt demo                   the main job: stack, replayed market, trades, summary
     qt paper-exchange         the paper exchange alone (what `qt up` starts)
     qt worker --queue NAME    a Temporal worker for one task queue (or `all`)
@@ -36,7 +37,9 @@ def _status_table(statuses) -> Table:
     table.add_column("log")
     for s in statuses:
         address = s.url + "".join(f"\n{k}: {v}" for k, v in s.extra_urls.items())
-        color = {"running": "green", "started": "green", "reused": "green", "stopped": "yellow"}.get(s.state, "white")
+        color = {"running": "green", "started": "green", "reused": "green", "stopped": "yellow",
+                 "unhealthy": "red", "failed": "red", "exited": "red", "external-down": "red"}.get(
+                     s.state, "dim" if s.state.startswith("off") else "white")
         table.add_row(s.name, f"[{color}]{s.state}[/]", str(s.pid or ""), address, str(s.log or ""))
     return table
 
@@ -48,37 +51,69 @@ def _fail(message: str) -> None:
 
 @app.command()
 def up() -> None:
-    """Start the local stack (reuses what already runs) and print its URLs."""
+    """Start the local stack (reuses what already runs) and print its URLs: Temporal, Redis,
+    the paper exchange, then the workers (QT_UP_WORKERS=all|per-queue|none), the API
+    (QT_UP_API) and the intake with market feed and signal engine (QT_UP_INGEST)."""
     from qt.launcher import LauncherError, Stack
 
     try:
-        statuses = asyncio.run(Stack().up())
+        statuses = asyncio.run(Stack().up(apps=True))
     except LauncherError as exc:
+        if exc.statuses:
+            console.print(_status_table(exc.statuses))
         _fail(str(exc))
     console.print(_status_table(statuses))
 
 
 @app.command()
 def down() -> None:
-    """Stop what `qt up` started. Never touches a process qt did not start."""
+    """Stop what `qt up` started (intake, API, workers, then Temporal, Redis, paper exchange).
+    Never touches a process qt did not start."""
     from qt.launcher import Stack
 
     console.print(_status_table(Stack().down()))
 
 
+async def _status_report():
+    """Everything `qt status` prints, read in one event loop."""
+    from qt.intake_view import fetch_intake_status
+    from qt.launcher import Stack
+    from qt.trade_counts import count_trades
+
+    stack = Stack()
+    statuses = await stack.status()
+    queues: object
+    trades = None
+    try:
+        queues = await asyncio.wait_for(stack.task_queues(), 10)
+    except Exception as exc:  # noqa: BLE001 - down, refused, timed out: said, not raised
+        queues = f"Temporal unreachable at {stack.settings.temporal_address}: {type(exc).__name__}: {exc}"
+    else:
+        try:
+            trades = (await asyncio.wait_for(count_trades(await stack.temporal()), 10)).text()
+        except Exception as exc:  # noqa: BLE001
+            trades = f"[yellow]Temporal could not count them: {type(exc).__name__}: {exc}[/]"
+    intake = await fetch_intake_status(stack.settings.effective_redis_url)
+    return statuses, queues, trades, intake
+
+
 @app.command()
 def status() -> None:
-    """Show what runs, where, and its log file."""
-    from qt.intake_view import fetch_intake_status, intake_table
-    from qt.launcher import Stack
-    from qt.settings import StackSettings
+    """Show what runs, where, and its log file; who polls each task queue (from Temporal); the
+    intake's lag and counters, and the TradeWorkflows Temporal holds."""
+    from qt.intake_view import intake_table
+    from qt.pollers import queues_table
 
-    console.print(_status_table(asyncio.run(Stack().status())))
-    intake = asyncio.run(fetch_intake_status(StackSettings().effective_redis_url))
+    statuses, queues, trades, intake = asyncio.run(_status_report())
+    console.print(_status_table(statuses))
+    if isinstance(queues, str):
+        console.print(f"[red]task queues: {queues}[/]")
+    else:
+        console.print(queues_table(queues))
     if isinstance(intake, str):
         console.print(f"[yellow]intent intake: {intake}[/]")
     else:
-        console.print(intake_table(intake))
+        console.print(intake_table(intake, trades=trades))
 
 
 @app.command()

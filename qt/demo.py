@@ -7,6 +7,9 @@
    all` does) with a demo `TradePolicy` (`demo_policy`: tight take-profits, a trailing stop
    after TP1, a 45-minute time limit, the kill score on, no cooldown). The gates allow an
    intent 10 wall seconds of market time (at 300x, 120 market seconds pass in 0.4 s).
+   They are the only workers on the queues: the stack's workers and intake (`qt up`) are
+   stopped for the run and the stack's workers started after it (`Stack.workers_paused`); a
+   worker qt did not start makes the demo refuse.
 3. Warm-up: the paper exchange has no candles before its replay start and the kill score needs
    20 closed candles, so the demo waits for 25 (seconds at 300x).
 4. The signal pipeline runs in this process as `qt ingest` runs it (`qt/demo_pipeline.py`): the
@@ -480,7 +483,22 @@ async def demo_main(opts: DemoOptions, *, console: Console | None = None,
     console.print("[bold]Starting the local stack[/] (reusing what already runs)")
     for s in await stack.up():
         console.print(f"  {s.name:15} {s.state:8} {s.url}")
+    # The demo's own workers (demo policy) must be the only ones on the task queues: the
+    # stack's workers and intake that `qt up` started are stopped for the run (a worker qt did
+    # not start makes it refuse), and the stack's workers run again afterwards.
+    async with stack.workers_paused() as paused:
+        if paused.stopped:
+            console.print(f"  paused for the demo (its own workers, demo policy): {', '.join(paused.stopped)}")
+        summary = await _demo_on_stack(opts, console, settings, paper, stack)
+    for s in paused.restarted:
+        console.print(f"The stack keeps running: {s.name} {s.state} (pid {s.pid}, {s.url}); `qt status`, `qt down`")
+    if paused.error:
+        console.print(f"[yellow]the stack's workers could not start again after the demo: {paused.error}[/]")
+    return summary
 
+
+async def _demo_on_stack(opts: DemoOptions, console: Console, settings: StackSettings,
+                         paper: PaperSettings, stack: Stack) -> DemoSummary:
     controls = PaperControls(paper_base_url(paper))
     previous_speed = float((await controls.clock())["speed"])
     await controls.set_speed(opts.speed)

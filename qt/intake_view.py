@@ -34,7 +34,10 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def intake_table(status: IntakeStatus, settings: IntakeSettings | None = None) -> Table:
+def intake_table(status: IntakeStatus, settings: IntakeSettings | None = None,
+                 trades: str | None = None) -> Table:
+    """`trades`: the TradeWorkflows Temporal holds (qt/trade_counts.py), what the intake's
+    per-process counters cannot tell once the process that counted has stopped."""
     settings = settings or IntakeSettings()
     table = Table(title=f"Intent intake: {settings.stream} → TradeWorkflows (group {settings.group})")
     table.add_column("measure")
@@ -47,13 +50,16 @@ def intake_table(status: IntakeStatus, settings: IntakeSettings | None = None) -
         ("pending (read, not yet started)", f"[{backlog_style}]{status.pending}[/]"),
         ("oldest pending age", _age(status.oldest_pending_age_s)),
         ("starts/s (last 10 s)", f"{status.total('starts_per_s'):.1f}"),
-        ("started / duplicates / dead-lettered", "{:.0f} / {:.0f} / {:.0f}".format(
-            status.total("started"), status.total("duplicates"), status.total("dead_lettered"))),
+        ("started / duplicates / dead-lettered (running intakes, since their start)",
+         "{:.0f} / {:.0f} / {:.0f}".format(status.total("started"), status.total("duplicates"),
+                                           status.total("dead_lettered")) if alive else "- (no intake runs)"),
         ("of them stale on arrival (lowest priority)", f"{status.total('deprioritized'):.0f}"),
         ("intent_id conflicts (dead-lettered)", f"{status.total('conflicts'):.0f}"),
         ("DLQ length", f"[{'yellow' if status.dlq_length else 'green'}]{status.dlq_length}[/]"),
         ("consumers active / registered", f"{len(alive)} / {len(status.consumers)}"),
     ]
+    if trades is not None:
+        rows.insert(5, ("TradeWorkflows in Temporal (every start so far)", trades))
     if not status.group_exists:
         rows.insert(1, ("group", "[yellow]not created yet (no `qt ingest` has run)[/]"))
     if any(c.stats.get("backing_off") == "1" for c in alive):

@@ -69,6 +69,19 @@ class StackSettings(BaseSettings):
     # Bearer token every mutating API call must carry.
     api_token: SecretStr | None = None
 
+    # What `qt up` starts beside Temporal, Redis and the paper exchange (QT_UP_*):
+    # workers: "all" = one `qt worker --queue all`, "per-queue" = one process per task queue,
+    # "none" = no worker; the intake + market feed + signal engine (`qt ingest`); the API.
+    up_workers: Literal["all", "per-queue", "none"] = "all"
+    up_ingest: bool = True
+    up_api: bool = True
+    # How long a started child may take to show it works (a worker's poller in Temporal, the
+    # intake's stats in Redis, the API's /health) before `qt up` reports it failed.
+    up_ready_timeout_s: float = Field(60.0, gt=0, le=600)
+    # `qt down`: SIGTERM, then SIGKILL after this long (workers: their activities in flight).
+    down_timeout_s: float = Field(15.0, gt=0, le=600)
+    down_worker_timeout_s: float = Field(30.0, gt=0, le=600)
+
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
