@@ -31,6 +31,7 @@ COPY activities ./activities
 COPY workers ./workers
 COPY signals_ingest ./signals_ingest
 COPY api ./api
+COPY notifications ./notifications
 COPY paper_exchange ./paper_exchange
 # Exact pins come from pyproject.toml; the source tree is not needed once installed.
 RUN pip install --no-cache-dir . \

@@ -8,6 +8,7 @@
     qt ingest                 Redis Streams -> TradeWorkflow starts; market feed; signal engine
     qt train-model            train the signal engine's LightGBM model on the shipped candles
     qt api                    the HTTP API
+    qt notify                 trade and safety events -> QT_NOTIFY_URLS (apprise)
 """
 
 from __future__ import annotations
@@ -192,6 +193,14 @@ def ingest(
 
     parts = tuple(p.strip() for p in only.split(",") if p.strip())
     raise typer.Exit(code=asyncio.run(run_ingest(parts)))
+
+
+@app.command()
+def notify() -> None:
+    """Send trade and safety events to QT_NOTIFY_URLS (apprise URLs), each once per target."""
+    from notifications.main import run_notifier
+
+    raise typer.Exit(code=asyncio.run(run_notifier()))
 
 
 @app.command()

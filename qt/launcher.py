@@ -50,8 +50,8 @@ from workers.queues import ALL, QUEUES
 READY_TIMEOUT_S = 60.0  # infrastructure
 STOP_TIMEOUT_S = 15.0
 
-INFRA, WORKER, API, INGEST = "infra", "worker", "api", "ingest"
-APP_KINDS = (WORKER, API, INGEST)
+INFRA, WORKER, API, INGEST, NOTIFY = "infra", "worker", "api", "ingest", "notify"
+APP_KINDS = (WORKER, API, INGEST, NOTIFY)
 WORKERS_ALL = "worker"  # the record name of `qt worker --queue all`; per queue: worker-QUEUE
 
 
@@ -116,6 +116,11 @@ def _proc_start_ticks(pid: int) -> int | None:
     return int(after_comm[19])
 
 
+def _notify_targets() -> list[str]:
+    from notifications.settings import NotifySettings
+    return NotifySettings().urls
+
+
 def _qt(*args: str) -> list[str]:
     return [sys.executable, "-m", "qt.cli", *args]
 
@@ -151,13 +156,15 @@ class Stack:
             parts.append(self._api_part())
         if s.up_ingest:
             parts.append(self._ingest_part())
+        if _notify_targets():  # the notifier runs only when there is somewhere to send to
+            parts.append(self._notify_part())
         return parts
 
     def every_app_part(self) -> list[Part]:
         """Every app part any setting could have started: what `qt down` looks for."""
         return [self._worker_part(WORKERS_ALL, ALL, served_queues(QUEUES)),
                 *(self._worker_part(f"worker-{q}", q, [q]) for q in served_queues(QUEUES)),
-                self._api_part(), self._ingest_part()]
+                self._api_part(), self._ingest_part(), self._notify_part()]
 
     def _redis_part(self) -> Part:
         url = self.settings.effective_redis_url
@@ -316,6 +323,12 @@ class Stack:
                     ready_timeout_s=self.settings.up_ready_timeout_s,
                     stop_timeout_s=self.settings.down_timeout_s)
 
+    def _notify_part(self) -> Part:
+        return Part("notify", None, None, "trade and safety events → QT_NOTIFY_URLS (apprise)",
+                    _qt("notify"), env=self._app_env(), probe=None, kind=NOTIFY,
+                    ready_timeout_s=self.settings.up_ready_timeout_s,
+                    stop_timeout_s=self.settings.down_timeout_s)
+
     async def temporal(self) -> Client:
         """One Temporal client per event loop for the probes and the status."""
         loop = asyncio.get_running_loop()
@@ -383,7 +396,7 @@ class Stack:
         configured = [p for p in self.app_parts() if p.kind in kinds]
         statuses: list[PartStatus] = []
         failures: list[str] = []
-        for step in ({WORKER}, {API, INGEST}):
+        for step in ({WORKER}, {API, INGEST, NOTIFY}):
             parts = [p for p in configured if p.kind in step]
             results = await asyncio.gather(*(self._up_part(p) for p in parts), return_exceptions=True)
             for part, result in zip(parts, results, strict=True):
@@ -509,7 +522,7 @@ class Stack:
         kinds = set(kinds)
         apps = self.every_app_part()
         statuses: dict[str, PartStatus] = {}
-        for kind in (INGEST, API, WORKER):
+        for kind in (INGEST, NOTIFY, API, WORKER):
             if kind in kinds:
                 group = [p for p in apps if p.kind == kind]
                 statuses.update(self._stop(group, max(p.stop_timeout_s for p in group)))

@@ -8,6 +8,7 @@ Heavy modules (ccxt, redis) are imported only by the queues that need them: a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from pydantic import Field
@@ -29,6 +30,9 @@ class WorkerSettings(BaseSettings):
     monitor_activities: int = Field(2000, ge=1)  # idle long-polls: cheap, one per open position
     market_activities: int = Field(50, ge=1)
     monitor_poll_s: float = Field(0.1, gt=0)  # the PriceHub's price poll (reaction time)
+    # Seconds a stopping worker lets running order/gate activities finish (under `qt down`'s
+    # 30 s before SIGKILL); monitor sessions are read-only and end at once.
+    shutdown_grace_s: float = Field(20.0, ge=0, le=300)
 
 
 @dataclass
@@ -133,10 +137,14 @@ def worker_options(queue: str, settings: WorkerSettings) -> dict[str, Any]:
     if queue == TRADE_WORKFLOWS:
         return {"max_concurrent_workflow_tasks": settings.workflow_tasks}
     if queue == TRADE_EXECUTION:
-        opts: dict[str, Any] = {"max_concurrent_activities": settings.execution_activities}
+        # On SIGTERM (`qt down`, a rolling deploy) an order in flight finishes rather than being
+        # cut off (its retry would look it up anyway, but a clean finish keeps the gap short).
+        opts: dict[str, Any] = {"max_concurrent_activities": settings.execution_activities,
+                                "graceful_shutdown_timeout": timedelta(seconds=settings.shutdown_grace_s)}
         if settings.execution_rate_per_s > 0:
             opts["max_task_queue_activities_per_second"] = settings.execution_rate_per_s
         return opts
     if queue == TRADE_MONITOR:
         return {"max_concurrent_activities": settings.monitor_activities}
-    return {"max_concurrent_activities": settings.market_activities}
+    return {"max_concurrent_activities": settings.market_activities,
+            "graceful_shutdown_timeout": timedelta(seconds=settings.shutdown_grace_s)}
