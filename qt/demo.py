@@ -50,7 +50,6 @@ from temporalio.client import (
     Client,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
-    WorkflowUpdateFailedError,
 )
 from temporalio.service import RPCError
 
@@ -60,6 +59,7 @@ from activities.risk_settings import RiskSettings
 from activities.schemas.policy import MonitorPolicy, TradePolicy
 from paper_exchange.config import PaperSettings
 from qt.console import output_console
+from qt.demo_api import ApiRefused, DemoApi, stack_page_url
 from qt.demo_market import IntentPlan, PaperControls, closed_candle_count, market_time
 from qt.demo_pipeline import DemoPipeline, IntentWatcher, PipelineOptions, SeenIntent, result_once_started
 from qt.demo_view import (
@@ -74,12 +74,13 @@ from qt.launcher import Stack
 from qt.settings import ExchangeSettings, StackSettings
 from qt.temporal_setup import connect, ensure_search_attributes
 from trading.exits import ExitPolicy
+from trading.intent import TradeIntent, to_stream_fields
 from trading.levels import LevelPolicy
 from trading.models import ExitReason, TradeStatus
 from workers.main import build_workers
 from workers.queues import QUEUES
 from workers.registry import Dependencies, WorkerSettings
-from workflows.trade_state import CloseRequest, TradeResult, TradeState
+from workflows.trade_state import TradeResult, TradeState
 
 D = Decimal
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "NEARUSDT", "XRPUSDT", "FHEUSDT", "XLMUSDT", "DASHUSDT")
@@ -175,8 +176,10 @@ class DemoRun:
     """Opens trades on free symbols until every exit reason appeared (or time is up)."""
 
     def __init__(self, opts: DemoOptions, client: Client, exchange, controls: PaperControls,
-                 console: Console, symbols: list[str], pipeline: DemoPipeline, watcher: IntentWatcher) -> None:
+                 console: Console, symbols: list[str], pipeline: DemoPipeline, watcher: IntentWatcher,
+                 api: DemoApi) -> None:
         self.opts, self.client, self.exchange, self.controls = opts, client, exchange, controls
+        self.api = api
         self.console, self.symbols = console, symbols
         self.pipeline, self.watcher = pipeline, watcher
         self._followers: list[asyncio.Task] = []
@@ -236,6 +239,22 @@ class DemoRun:
         self._followers.append(asyncio.create_task(self._follow(trade, live)))
         self._say(live, f"[dim]{market_time(self.market_ms or 0)}[/]  intent {handle.id}  "
                         f"{plan.side:4} {intent.symbol} @ {plan.price} conf {intent.confidence:.2f}  ({plan.why})")
+
+    async def _manual_intent(self, live: Live) -> None:
+        """One manual intent, as an operator sends it: POST /api/v1/intents (the last symbol,
+        where the engine's trades are least likely to hold the symbol lock)."""
+        symbol = self.symbols[-1]
+        body = {"symbol": symbol, "side": "BUY", "position_size_usd": str(self.opts.position_size_usd),
+                "leverage": self.opts.leverage, "reason": "demo: a manual intent through the API"}
+        self._say(live, f"[bold]operator[/] POST /api/v1/intents {symbol} BUY")
+        try:
+            accepted = await self.api.submit(body, key=f"demo-{self.run_id}-manual")
+        except (ApiRefused, httpx.HTTPError) as exc:
+            self.problems.append(f"manual intent refused by the API: {exc}")
+            return
+        intent = TradeIntent.model_validate(accepted["intent"])
+        self._track(SeenIntent(fields=to_stream_fields(intent), intent=intent,
+                               workflow_id=accepted["workflow_id"]), live)
 
     async def _follow(self, trade: DemoTrade, live: Live) -> None:
         """Poll the trade's `state` query until its workflow returns its result."""
@@ -303,18 +322,17 @@ class DemoRun:
     async def _operate(self, trade: DemoTrade, action: str, live: Live) -> None:
         try:
             if action == "close":
-                self._say(live, f"[bold]operator[/] close update → {trade.workflow_id}")
-                result = await trade.handle.execute_update("close", CloseRequest(reason="demo operator"),
-                                                           result_type=TradeResult)
+                self._say(live, f"[bold]operator[/] POST /api/v1/trades/{trade.workflow_id}/close")
+                result = await self.api.close(trade.workflow_id, "demo operator")
             else:
-                self._say(live, f"[bold]operator[/] cancel (kill) → {trade.workflow_id}")
-                await trade.handle.cancel()
+                self._say(live, f"[bold]operator[/] POST /api/v1/trades/{trade.workflow_id}/kill")
+                await self.api.kill(trade.workflow_id)
                 done, _ = await asyncio.wait({trade.result_task}, timeout=30)
                 result = trade.result_task.result() if done and not trade.result_task.exception() else None
             expected = ExitReason.MANUAL if action == "close" else ExitReason.KILLED
             if result is not None and result.exit_reason is expected:
                 self._actions_done.add(action)  # else the trade ended otherwise first: try another
-        except (WorkflowUpdateFailedError, RPCError) as exc:
+        except (ApiRefused, httpx.HTTPError) as exc:
             # The trade ended (or started closing) on its own first: another one will do.
             trade.demo_action = f"{action} refused"
             self._say(live, f"[dim]operator {action} on {trade.workflow_id} refused: {exc}[/]")
@@ -333,7 +351,8 @@ class DemoRun:
         lanes: list[asyncio.Task] = []
         try:
             with Live(console=self.console, refresh_per_second=4, transient=True) as live:
-                lanes = [asyncio.create_task(self._watch(live), name="intent watcher")]
+                lanes = [asyncio.create_task(self._watch(live), name="intent watcher"),
+                         asyncio.create_task(self._manual_intent(live), name="manual intent")]
                 while not all(lane.done() for lane in lanes) or not all(f.done() for f in self._followers):
                     now = time.monotonic()
                     opening = self.opening()
@@ -535,8 +554,9 @@ async def _demo_on_stack(opts: DemoOptions, console: Console, settings: StackSet
             await watcher.begin()
             await pipeline.start()
             try:
-                summary = await DemoRun(opts, client, exchange, controls, console, symbols,
-                                        pipeline, watcher).run()
+                async with DemoApi(settings, client, redis, exchange) as api:
+                    summary = await DemoRun(opts, client, exchange, controls, console, symbols,
+                                            pipeline, watcher, api).run()
             finally:
                 await pipeline.close()
     finally:
@@ -547,6 +567,10 @@ async def _demo_on_stack(opts: DemoOptions, console: Console, settings: StackSet
         await redis.aclose()
     print_summary(console, summary, settings.temporal_ui_url, settings.temporal_namespace,
                   settings.temporal_address)
+    page = await stack_page_url(settings)
+    console.print(f"Portfolio page:  {page} (token: .data/api_token)" if page else
+                  "Portfolio page:  `qt up` starts `qt api`, which serves it at "
+                  f"http://{settings.api_host}:{settings.api_port}/")
     return summary
 
 

@@ -58,15 +58,22 @@ async def test_demo_trades_the_signal_engines_intents_and_pnl_matches_the_accoun
     assert summary.missing == [], text
     assert "qt demo: OK" in text
 
-    # Every trade came from the signal engine through the stream and the intake.
+    # Every trade came from the signal engine through the stream and the intake, but one: the
+    # operator's manual intent through the API.
     assert summary.closed, text
-    models = {t.plan.fields.get("model") for t in summary.trades}
+    manual = [t for t in summary.trades if t.plan.fields.get("source") == "api"]
+    assert len(manual) == 1 and manual[0].workflow_id.startswith("trade-demo-"), text
+    engine = [t for t in summary.trades if t not in manual]
+    models = {t.plan.fields.get("model") for t in engine}
     assert models <= {"lgbm-signal-v1", "fallback-trend-following"}, models
-    assert all(t.plan.fields.get("source") == "signal-engine" for t in summary.trades)
-    assert all(t.workflow_id.startswith("trade-sig-") for t in summary.trades)
+    assert all(t.plan.fields.get("source") == "signal-engine" for t in engine)
+    assert all(t.workflow_id.startswith("trade-sig-") for t in engine)
+    # The operator acted through the API (close and kill).
+    assert "POST /api/v1/intents" in text and "/close" in text and "/kill" in text, text
+    assert "Portfolio page:" in text
     # The operator's actions and the exits the market gave: each reason seen is in the table.
     reasons_line = next(line for line in text.splitlines() if line.startswith("Exit reasons seen:"))
-    table_rows = [line for line in text.splitlines() if "trade-sig-" in line and "│" in line]
+    table_rows = [line for line in text.splitlines() if "trade-" in line and "│" in line]
     for reason, count in summary.reasons.items():
         assert f"{reason}×{count}" in reasons_line, (reason, reasons_line)
         assert any(f" {reason} " in row for row in table_rows), reason
