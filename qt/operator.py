@@ -544,13 +544,17 @@ def enter_cmd(
 def close_cmd(
     workflow_id: str = typer.Argument(..., metavar="ID"),
     reason: str = typer.Option("operator", "--reason", help="kept in the trade's result"),
+    amount: str | None = typer.Option(None, "--amount", help="contracts to close now (a partial close: the "
+                                                             "rest stays open and managed); default: all"),
 ) -> None:
-    """Close a trade at market now (POST /api/v1/trades/ID/close); prints its result."""
+    """Close a trade at market now, all or --amount contracts (POST /api/v1/trades/ID/close)."""
 
     def action(api: ApiClient, out: Console) -> None:
-        result = api.call("POST", f"{API}/trades/{workflow_id}/close", json_body={"reason": reason},
-                          timeout=CLOSE_TIMEOUT_S)
-        out.print(Panel(_result_grid(result), title=f"[bold]{escape(workflow_id)}[/] closed", title_align="left", expand=False))
+        body = {"reason": reason, **({"amount": amount} if amount is not None else {})}
+        result = api.call("POST", f"{API}/trades/{workflow_id}/close", json_body=body, timeout=CLOSE_TIMEOUT_S)
+        what = "closed" if result.get("status") != "OPEN" else f"partly closed ({amount} contracts)"
+        out.print(Panel(_result_grid(result), title=f"[bold]{escape(workflow_id)}[/] {what}", title_align="left",
+                        expand=False))
 
     _run(action)
 

@@ -157,6 +157,8 @@ class TradeWorkflow:
         self._close_request: CloseRequest | None = None
         self._adjust_request: AdjustLevelsRequest | None = None
         self._adjust_outcome: AdjustLevelsResult | str | None = None
+        self._partial_request: CloseRequest | None = None
+        self._partial_outcome: str | None = None  # "done", or why the partial close was refused
         self._interrupt = False
         self._watch: workflow.ActivityHandle | None = None
         self._stop_refused: _StopRefused | None = None  # by the exchange, in the entry activity
@@ -243,6 +245,9 @@ class TradeWorkflow:
                 break
             if self._adjust_request is not None:
                 await self._apply_adjustment()
+                continue
+            if self._partial_request is not None:
+                await self._apply_partial_close()
                 continue
             if workflow.info().is_continue_as_new_suggested():
                 await self._continue_as_new()
@@ -615,18 +620,35 @@ class TradeWorkflow:
 
     @workflow.update
     async def close(self, request: CloseRequest | None = None) -> TradeResult:
-        self._close_request = request or CloseRequest()
+        request = request or CloseRequest()
         self._interrupt = True
+        if request.amount is not None and request.amount < self.state.open_qty:
+            self._partial_request, self._partial_outcome = request, None
+            await workflow.wait_condition(lambda: self._partial_outcome is not None or self.state.status.is_final)
+            if self._partial_outcome not in (None, "done"):
+                raise ApplicationError(self._partial_outcome, type="CloseRefused", non_retryable=True)
+            return self._result()
+        self._close_request = request
         await workflow.wait_condition(lambda: self.state.status.is_final)
         return self._result()
 
     @close.validator
     def _validate_close(self, request: CloseRequest | None = None) -> None:
-        status = self.state.status
-        if status.is_final:
-            raise ValueError(f"the trade is already {status.value}: nothing to close")
-        if status is TradeStatus.CLOSING or self._close_request is not None:
+        st = self.state
+        if st.status.is_final:
+            raise ValueError(f"the trade is already {st.status.value}: nothing to close")
+        if st.status is TradeStatus.CLOSING or self._close_request is not None:
             raise ValueError("the trade is already closing")
+        if request is None or request.amount is None or request.amount >= st.open_qty:
+            return
+        if st.status is not TradeStatus.OPEN or st.rules is None:
+            raise ValueError(f"amount: a partial close needs an OPEN trade (it is {st.status.value})")
+        if self._partial_request is not None or self._adjust_request is not None:
+            raise ValueError("another operator change is in progress")
+        if floor_to_step(request.amount, st.rules.step_size) != request.amount:
+            raise ValueError(f"amount: {request.amount} is not a multiple of the step size {st.rules.step_size}")
+        if request.amount < st.rules.min_qty:
+            raise ValueError(f"amount: {request.amount} is below the minimum quantity {st.rules.min_qty}")
 
     @workflow.update
     async def adjust_levels(self, request: AdjustLevelsRequest) -> AdjustLevelsResult:
@@ -649,7 +671,8 @@ class TradeWorkflow:
         st = self.state
         if st.status is not TradeStatus.OPEN or st.exit is None:
             return [f"levels can be adjusted only while the trade is OPEN (it is {st.status.value})"]
-        if not applying and (self._adjust_request is not None or self._close_request is not None):
+        if not applying and (self._adjust_request is not None or self._close_request is not None
+                             or self._partial_request is not None):
             return ["another operator change is in progress"]
         if request.stop_loss is None and not request.take_profits:
             return ["give stop_loss and/or take_profits"]
@@ -691,6 +714,35 @@ class TradeWorkflow:
             stop_loss=st.exit.stop,
             take_profits=[tp.price for tp in st.exit.levels.take_profits[st.exit.tps_done:]],
             note=note)
+
+    async def _apply_partial_close(self) -> None:
+        """Reduce-only market for `amount` contracts; the rest stays managed under its stop (a
+        reduce-only stop larger than the position closes what is left)."""
+        st, request = self.state, self._partial_request
+        self._partial_request = None
+        if request.amount >= st.open_qty:  # a TP or the exchange took the rest meanwhile
+            self._close_request = request
+            return
+        step = f"reduce-{st.reduce_seq + 1}"
+        try:
+            order = await self._place(step, PlaceOrderRequest(
+                symbol=self.intent.symbol, side=self.intent.side.opposite, type=OrderType.MARKET,
+                quantity=request.amount, reduce_only=True, client_order_id=self._cid(step)))
+        except ActivityError as err:
+            kind, message = _failure(err)
+            self._partial_outcome = f"partial close refused by the exchange: {message}"
+            if kind == "reduce_only_rejected":  # nothing left to reduce: the stop fired meanwhile
+                await self._exchange_changed()
+            return
+        st.reduce_seq += 1
+        st.open_qty -= order.filled
+        st.note(f"partial close ({request.reason}): {order.filled} @ {order.average_price}, {st.open_qty} left")
+        self._partial_outcome = "done"
+        if st.open_qty <= 0:
+            await self._close(ExitReason.MANUAL, f"closed by the operator ({request.reason})")
+            return
+        self._record_position()
+        self._show()
 
     async def _kill(self) -> TradeResult:
         st = self.state

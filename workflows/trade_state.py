@@ -10,7 +10,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from activities.schemas.gates import GateVerdict
 from activities.schemas.market import SymbolRules
@@ -79,6 +79,7 @@ class TradeState(BaseModel):
     stop_client_id: str | None = None
     stale_stop_ids: list[str] = Field(default_factory=list)  # replaced stops whose cancel failed
     close_seq: int = 0
+    reduce_seq: int = 0  # partial closes by the operator: `reduce-{n}`
     last_price: Decimal | None = None
     last_price_ms: int | None = None
     features_at_entry: MarketFeatures | None = None
@@ -117,7 +118,14 @@ class AdjustLevelsResult(BaseModel):
 
 
 class CloseRequest(BaseModel):
-    reason: str = "operator"
+    """Close at market now: everything, or `amount` contracts (a partial close: the rest stays
+    open and managed, its stop resting). An amount of the whole position or more closes it all."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "manual"},
+                                                              {"reason": "take some off", "amount": "0.004"}]})
+
+    reason: str = Field("operator", max_length=1024)
+    amount: Decimal | None = Field(None, gt=0, lt=Decimal("1e12"), description="contracts to close now")
 
 
 class TradeResult(BaseModel):
