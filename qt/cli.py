@@ -55,8 +55,12 @@ def up() -> None:
     """Start the local stack (reuses what already runs) and print its URLs: Temporal, Redis,
     the paper exchange, then the workers (QT_UP_WORKERS=all|per-queue|none), the API
     (QT_UP_API) and the intake with market feed and signal engine (QT_UP_INGEST)."""
+    from api.security import load_or_create_token, token_path
     from qt.launcher import LauncherError, Stack
+    from qt.settings import StackSettings
 
+    settings = StackSettings()
+    load_or_create_token(settings)  # before `qt api` starts: it and the `qt` commands read it
     try:
         statuses = asyncio.run(Stack().up(apps=True))
     except LauncherError as exc:
@@ -64,6 +68,11 @@ def up() -> None:
             console.print(_status_table(exc.statuses))
         _fail(str(exc))
     console.print(_status_table(statuses))
+    if settings.api_token is not None:
+        console.print("API token: QT_API_TOKEN")
+    else:
+        console.print(f"API token: {token_path(settings)} (mode 0600; `qt` commands read it; "
+                      f"open http://{settings.api_host}:{settings.api_port}/?token=... once for the page)")
 
 
 @app.command()

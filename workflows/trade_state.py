@@ -105,6 +105,10 @@ class TradeState(BaseModel):
 class AdjustLevelsRequest(BaseModel):
     """New stop and/or take-profit prices for an OPEN trade (operator update)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"stop_loss": "62500", "reason": "tighter after the news"},
+        {"take_profits": ["64000", "64800", "65500"]}]})
+
     stop_loss: Decimal | None = None
     # Prices for the take-profits still pending, nearest first (as many as are pending).
     take_profits: list[Decimal] | None = None
