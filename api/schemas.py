@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from activities.schemas.gates import GateVerdict
 from trading.intent import TradeIntent
 from trading.models import ExitReason, TradeStatus
-from workflows.trade_state import TradeResult, TradeState
+from workflows.trade_state import AdjustLevelsRequest, TradeResult, TradeState
 
 
 class ManualIntentRequest(BaseModel):
@@ -92,6 +92,14 @@ class Accepted(BaseModel):
     detail: str
 
 
+class AdjustRequest(AdjustLevelsRequest):
+    """`AdjustLevelsRequest` with the bounds a body from outside needs: the update's argument is
+    written to the trade's history, and one past Temporal's payload limit (2 MB: a 3 MB `reason`)
+    fails every workflow task of that trade from then on (PayloadsTooLarge), so it stops answering."""
+    take_profits: list[Decimal] | None = Field(None, max_length=20)
+    reason: str = Field("", max_length=1024)
+
+
 class TerminateRequest(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "stuck: exchange account closed by hand"}]})
     reason: str = Field(min_length=1, max_length=1024)
@@ -139,6 +147,10 @@ class Problem(BaseModel):
     """Every error answer: what went wrong, in words (FastAPI's 422s add `loc` per field)."""
     detail: str | list[dict]
     kind: Literal["not_found", "conflict", "invalid", "unavailable", "unauthorized", "forbidden"] | None = None
+
+
+# FastAPI's answer to a request body that is not UTF-8 text (a body that is not JSON is a 422).
+UNREADABLE_BODY = {400: {"model": Problem, "description": "the body is not UTF-8 text"}}
 
 
 class PositionView(BaseModel):

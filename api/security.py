@@ -15,10 +15,14 @@ from pathlib import Path
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.schemas import Problem
 from qt.settings import StackSettings
 
 TOKEN_FILE = "api_token"
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>` (QT_API_TOKEN or .data/api_token)")
+# What `require_token` answers, for the schema of every router that depends on it.
+TOKEN_ERRORS = {401: {"model": Problem, "description": "no bearer token"},
+                403: {"model": Problem, "description": "a wrong token"}}
 
 
 def token_path(settings: StackSettings) -> Path:

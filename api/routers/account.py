@@ -7,19 +7,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 
 from activities.market import to_decimal
 from api.closed_trades import read_closed_trades
 from api.routers.trades import summary_of
 from api.schemas import Portfolio, PositionView
-from api.security import require_token
+from api.security import TOKEN_ERRORS, require_token
 from api.services import Services, services
 from trading.performance import PerformanceReport, performance_report
 from workflows import search_attributes as sa
 from workflows.starter import WORKFLOW_TYPE
 
-router = APIRouter(prefix="/api/v1", tags=["account"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/api/v1", tags=["account"], dependencies=[Depends(require_token)], responses=TOKEN_ERRORS)
 
 _HOLDING = ("OPENING", "OPEN", "CLOSING")
 
@@ -72,6 +72,18 @@ async def portfolio(svc: Services = Depends(services)) -> Portfolio:
         equity=to_decimal(balance.get("totalMarginBalance")))
 
 
+def _epoch_ms(value: datetime | None, name: str) -> int | None:
+    """Milliseconds since the epoch; a date the platform cannot place there (year 1 in local
+    time, say) is a 422 naming the parameter, not a 500."""
+    if value is None:
+        return None
+    try:
+        return int(value.timestamp() * 1000)
+    except (ValueError, OverflowError, OSError) as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
+            {"loc": ["query", name], "msg": f"out of range: {err}", "type": "value_error"}]) from None
+
+
 @router.get("/performance", response_model=PerformanceReport,
             summary="Realized PnL (net, fees, funding) with breakdowns, win rate, profit factor, "
                     "expectancy, drawdown, Sharpe and Sortino of daily returns")
@@ -79,12 +91,12 @@ async def performance(
     svc: Services = Depends(services),
     since: Annotated[datetime | None, Query(description="closed at or after (ISO 8601, with a zone)")] = None,
     until: Annotated[datetime | None, Query(description="closed before (ISO 8601, with a zone)")] = None,
-    starting_equity: Annotated[Decimal | None, Query(gt=0, lt=Decimal("1e12"), description=(
-        "equity before the first close; default: today's wallet balance minus what the trades "
-        "closed since `since` made"))] = None,
+    starting_equity: Annotated[Decimal | None, Query(ge=Decimal("0.01"), lt=Decimal("1e12"), description=(
+        "equity before the first close (USDT, at least 0.01: a drawdown fraction of a smaller one "
+        "overflows a float); default: today's wallet balance minus what the trades closed since "
+        "`since` made"))] = None,
 ) -> PerformanceReport:
-    since_ms = int(since.timestamp() * 1000) if since else None
-    until_ms = int(until.timestamp() * 1000) if until else None
+    since_ms, until_ms = _epoch_ms(since, "since"), _epoch_ms(until, "until")
     trades, _ = await read_closed_trades(svc.redis, since_ms, until_ms)
     if starting_equity is None:
         wallet = to_decimal((await _balance(svc)).get("totalWalletBalance")) or Decimal(0)

@@ -52,7 +52,8 @@ def _down(err: BaseException) -> str:
     return f"down: {type(err).__name__}: {err}"
 
 
-@router.get("/health", summary="Is every part reachable; who polls each task queue; the intake's lag")
+@router.get("/health", summary="Is every part reachable; who polls each task queue; the intake's lag",
+            responses={503: {"description": "a part is down (the same body, `status: degraded`)"}})
 async def health(svc: Services = Depends(services)) -> JSONResponse:
     checks = {"temporal": _temporal(svc), "redis": _redis(svc), "exchange": _exchange(svc)}
     results = await asyncio.gather(*(asyncio.wait_for(c, _TIMEOUT_S) for c in checks.values()),

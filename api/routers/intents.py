@@ -21,15 +21,15 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.market import resolve_symbol
 from api.intent_fields import intent_problems_as_422, request_fields
-from api.schemas import IntentAccepted, ManualIntentRequest
-from api.security import require_token
+from api.schemas import UNREADABLE_BODY, IntentAccepted, ManualIntentRequest, Problem
+from api.security import TOKEN_ERRORS, require_token
 from api.services import Services, services
 from signals_ingest.known_symbols import usdt_perpetual_ids
 from trading.intent import IntentError, TradeIntent, intent_differences, parse_stream_fields, workflow_id_for_intent_id
 from workflows.starter import IntentConflict, existing_intent, start_trade
 from workflows.trade_state import Stage, TradeState
 
-router = APIRouter(prefix="/api/v1", tags=["intents"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/api/v1", tags=["intents"], dependencies=[Depends(require_token)], responses=TOKEN_ERRORS)
 
 GATES_WAIT_S = 15.0
 
@@ -38,8 +38,8 @@ GATES_WAIT_S = 15.0
     "/intents", status_code=status.HTTP_202_ACCEPTED, response_model=IntentAccepted,
     summary="Submit a manual intent (a TradeWorkflow, like the intake starts one)",
     responses={200: {"model": IntentAccepted, "description": "this intent already has its trade (a retry)"},
-               409: {"description": "the intent id already names a different intent"},
-               422: {"description": "an invalid field (named in `loc`)"}})
+               409: {"model": Problem, "description": "the intent id already names a different intent"},
+               422: {"model": Problem, "description": "an invalid field (named in `loc`)"}, **UNREADABLE_BODY})
 async def submit_intent(
     body: ManualIntentRequest, response: Response,
     wait: Annotated[Literal["gates"] | None, Query(description="`gates`: wait for the gates' verdict")] = None,

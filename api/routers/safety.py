@@ -16,14 +16,14 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from activities.gates import KILL_SWITCH_KEY, SAFE_MODE_KEY
-from api.schemas import KilledTrade, KillSwitchReport, KillSwitchRequest, SafeModeRequest, SafeModeView
-from api.security import require_token
+from api.schemas import UNREADABLE_BODY, KilledTrade, KillSwitchReport, KillSwitchRequest, SafeModeRequest, SafeModeView
+from api.security import TOKEN_ERRORS, require_token
 from api.services import Services, services
 from workflows import search_attributes as sa
 from workflows.starter import WORKFLOW_TYPE
 from workflows.trade_state import TradeResult
 
-router = APIRouter(prefix="/api/v1", tags=["safety"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/api/v1", tags=["safety"], dependencies=[Depends(require_token)], responses=TOKEN_ERRORS)
 
 # Trades that may hold or open a position: the kill switch cancels every one of them.
 _LIVE = ("PENDING", "OPENING", "OPEN", "CLOSING")
@@ -48,7 +48,8 @@ async def get_safe_mode(svc: Services = Depends(services)) -> SafeModeView:
     return await _safe_mode(svc)
 
 
-@router.put("/safe-mode", response_model=SafeModeView, summary="Safe mode on: the gates refuse every new trade")
+@router.put("/safe-mode", response_model=SafeModeView, responses=UNREADABLE_BODY,
+            summary="Safe mode on: the gates refuse every new trade")
 async def set_safe_mode(request: SafeModeRequest, svc: Services = Depends(services)) -> SafeModeView:
     value = {"reason": request.reason, "set_by": request.set_by, "since_ms": int(time.time() * 1000)}
     await svc.redis.set(SAFE_MODE_KEY, json.dumps(value), ex=request.ttl_s)
@@ -61,7 +62,7 @@ async def clear_safe_mode(svc: Services = Depends(services)) -> SafeModeView:
     return await _safe_mode(svc)
 
 
-@router.post("/kill-switch", response_model=KillSwitchReport,
+@router.post("/kill-switch", response_model=KillSwitchReport, responses=UNREADABLE_BODY,
              summary="Kill switch: safe mode on, every open trade killed (flattened), and what is left")
 async def kill_switch_on(request: KillSwitchRequest, svc: Services = Depends(services)) -> KillSwitchReport:
     since = int(time.time() * 1000)

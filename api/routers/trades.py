@@ -10,23 +10,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from temporalio.client import WorkflowExecution, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.schemas import Accepted, TerminateRequest, TradeDetail, TradePage, TradeSummary
-from api.security import require_token
+from api.schemas import (UNREADABLE_BODY, Accepted, AdjustRequest, Problem, TerminateRequest, TradeDetail, TradePage,
+                         TradeSummary)
+from api.security import TOKEN_ERRORS, require_token
 from api.services import Services, services
 from trading.models import ExitReason, Side, TradeStatus
 from workflows import search_attributes as sa
 from workflows.starter import WORKFLOW_TYPE
-from workflows.trade_state import AdjustLevelsRequest, AdjustLevelsResult, CloseRequest, TradeResult, TradeState
+from workflows.trade_state import AdjustLevelsResult, CloseRequest, TradeResult, TradeState
 
-router = APIRouter(prefix="/api/v1/trades", tags=["trades"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/api/v1/trades", tags=["trades"], dependencies=[Depends(require_token)],
+                   responses=TOKEN_ERRORS)
 
 WorkflowId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$",
                                  description="the trade's workflow id, e.g. trade-x1")]
@@ -38,8 +41,23 @@ def _quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-@router.get("", response_model=TradePage, summary="List trades, newest first, filtered by search attributes")
+def _page_mac(request: Request, query: str, raw: bytes) -> bytes:
+    """Page tokens are Temporal's, signed for their query: any other string never reaches Temporal
+    (which answers a forged one with an internal error, retried for seconds)."""
+    return hmac.digest(request.app.state.token.encode(), query.encode() + b"\0" + raw, "sha256")[:16]
+
+
+_NOT_FOUND = {404: {"model": Problem, "description": "no trade with this id"}}
+_ACTION_ERRORS = {**_NOT_FOUND, 409: {"model": Problem, "description": "the trade is closed or already closing"},
+                  503: {"model": Problem, "description": "Temporal refused the call"}}
+_REFUSED = {422: {"model": Problem, "description": "an invalid field (named in `loc`), or the refusal in words"}}
+_BODY_ACTION_ERRORS = {**_ACTION_ERRORS, **UNREADABLE_BODY}
+
+
+@router.get("", response_model=TradePage, summary="List trades, newest first, filtered by search attributes",
+            responses=_REFUSED)
 async def list_trades(
+    request: Request,
     svc: Services = Depends(services),
     status_: Annotated[TradeStatus | None, Query(alias="status")] = None,
     symbol: Annotated[str | None, Query(pattern=r"^[A-Z0-9]{2,24}USDT$")] = None,
@@ -61,13 +79,17 @@ async def list_trades(
         clauses.append(f"StartTime >= {_quoted(since.isoformat())}")
     if until is not None:
         clauses.append(f"StartTime < {_quoted(until.isoformat())}")
-    token = None
+    query, token = " AND ".join(clauses), None
     if page_token:
         try:
-            token = base64.urlsafe_b64decode(page_token.encode())
+            signed = base64.urlsafe_b64decode(page_token.encode())
         except (binascii.Error, ValueError):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "page_token is not a token this API gave") from None
-    pages = svc.temporal.list_workflows(" AND ".join(clauses), page_size=page_size, next_page_token=token)
+            signed = b""
+        token = signed[16:]
+        if not token or not hmac.compare_digest(signed[:16], _page_mac(request, query, token)):
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                "page_token is not a token this API gave for these filters")
+    pages = svc.temporal.list_workflows(query, page_size=page_size, next_page_token=token)
     try:
         await pages.fetch_next_page()
     except RPCError as err:
@@ -77,7 +99,8 @@ async def list_trades(
     trades = [summary_of(svc, w) for w in pages.current_page or []]
     # Visibility lists running trades first, then closed ones by close time; newest first in each.
     trades.sort(key=lambda t: (t.closed_at is None, t.closed_at or t.started_at, t.started_at), reverse=True)
-    next_token = base64.urlsafe_b64encode(pages.next_page_token).decode() if pages.next_page_token else None
+    raw = pages.next_page_token
+    next_token = base64.urlsafe_b64encode(_page_mac(request, query, raw) + raw).decode() if raw else None
     return TradePage(trades=trades, next_page_token=next_token)
 
 
@@ -92,7 +115,7 @@ def summary_of(svc: Services, w: WorkflowExecution) -> TradeSummary:
         started_at=w.start_time, closed_at=w.close_time, web_ui_url=svc.web_ui_url(w.id, w.run_id))
 
 
-@router.get("/{workflow_id}", response_model=TradeDetail,
+@router.get("/{workflow_id}", response_model=TradeDetail, responses=_NOT_FOUND,
             summary="One trade: its live state (stage, levels, orders, PnL, gates, notes) or its result")
 async def get_trade(workflow_id: WorkflowId, svc: Services = Depends(services)) -> TradeDetail:
     handle = svc.temporal.get_workflow_handle(workflow_id, result_type=TradeResult)
@@ -112,7 +135,7 @@ async def get_trade(workflow_id: WorkflowId, svc: Services = Depends(services)) 
 # ===================================================================================== actions
 
 
-@router.post("/{workflow_id}/close", response_model=TradeResult,
+@router.post("/{workflow_id}/close", response_model=TradeResult, responses={**_BODY_ACTION_ERRORS, **_REFUSED},
              summary="Close at market now (the `close` update); answers with the trade's result")
 async def close_trade(workflow_id: WorkflowId, request: CloseRequest | None = None,
                       svc: Services = Depends(services)) -> TradeResult:
@@ -124,8 +147,9 @@ async def close_trade(workflow_id: WorkflowId, request: CloseRequest | None = No
 
 
 @router.post("/{workflow_id}/adjust", response_model=AdjustLevelsResult,
+             responses={**_BODY_ACTION_ERRORS, **_REFUSED},
              summary="Move the stop and/or the pending take-profits (the validated `adjust_levels` update)")
-async def adjust_trade(workflow_id: WorkflowId, request: AdjustLevelsRequest,
+async def adjust_trade(workflow_id: WorkflowId, request: AdjustRequest,
                        svc: Services = Depends(services)) -> AdjustLevelsResult:
     handle = await _open_trade(svc, workflow_id)
     try:
@@ -136,6 +160,7 @@ async def adjust_trade(workflow_id: WorkflowId, request: AdjustLevelsRequest,
 
 
 @router.post("/{workflow_id}/pause", response_model=Accepted, status_code=status.HTTP_202_ACCEPTED,
+             responses=_ACTION_ERRORS,
              summary="Stop managing (TPs, trailing, kill score, time limit); the exchange stop stays")
 async def pause_trade(workflow_id: WorkflowId, svc: Services = Depends(services)) -> Accepted:
     handle = await _open_trade(svc, workflow_id)
@@ -144,6 +169,7 @@ async def pause_trade(workflow_id: WorkflowId, svc: Services = Depends(services)
 
 
 @router.post("/{workflow_id}/resume", response_model=Accepted, status_code=status.HTTP_202_ACCEPTED,
+             responses=_ACTION_ERRORS,
              summary="Resume management after a pause")
 async def resume_trade(workflow_id: WorkflowId, svc: Services = Depends(services)) -> Accepted:
     handle = await _open_trade(svc, workflow_id)
@@ -152,6 +178,7 @@ async def resume_trade(workflow_id: WorkflowId, svc: Services = Depends(services
 
 
 @router.post("/{workflow_id}/kill", response_model=Accepted, status_code=status.HTTP_202_ACCEPTED,
+             responses=_ACTION_ERRORS,
              summary="Kill (cancellation): flatten, cancel the orders, end KILLED")
 async def kill_trade(workflow_id: WorkflowId, svc: Services = Depends(services)) -> Accepted:
     handle = await _open_trade(svc, workflow_id)
@@ -163,7 +190,7 @@ async def kill_trade(workflow_id: WorkflowId, svc: Services = Depends(services))
                     detail="cancellation requested: the trade flattens and ends KILLED (GET it to follow)")
 
 
-@router.post("/{workflow_id}/terminate", response_model=Accepted,
+@router.post("/{workflow_id}/terminate", response_model=Accepted, responses=_BODY_ACTION_ERRORS,
              summary="Terminate (hard: no flattening, orders stay on the exchange); a reason is required")
 async def terminate_trade(workflow_id: WorkflowId, request: TerminateRequest,
                           svc: Services = Depends(services)) -> Accepted:
