@@ -143,7 +143,9 @@ async def close_trade(workflow_id: WorkflowId, request: CloseRequest | None = No
     try:
         return await handle.execute_update("close", request or CloseRequest(), result_type=TradeResult)
     except WorkflowUpdateFailedError as err:
-        raise HTTPException(status.HTTP_409_CONFLICT, _cause(err)) from None
+        message = _cause(err)  # an invalid amount is the request's fault; the rest the trade's state
+        code = status.HTTP_422_UNPROCESSABLE_CONTENT if message.startswith("amount:") else status.HTTP_409_CONFLICT
+        raise HTTPException(code, message) from None
 
 
 @router.post("/{workflow_id}/adjust", response_model=AdjustLevelsResult,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -213,3 +214,18 @@ async def test_kill_switch_kills_every_open_trade_and_reports_the_account_flat(a
     assert off.json()["active"] is False and off.json()["safe_mode"]["active"] is True  # stays until cleared
     await api.delete("/api/v1/safe-mode")
     await asyncio.sleep(0)
+
+
+async def test_a_partial_close_through_the_api(api, rig, paper):
+    workflow_id = await open_trade(api, rig, paper, "BTCUSDT", 63000)
+    state = (await api.get(f"/api/v1/trades/{workflow_id}")).json()["state"]
+    whole, step = Decimal(state["open_qty"]), Decimal(state["rules"]["step_size"])
+    off_grid = await api.post(f"/api/v1/trades/{workflow_id}/close", {"amount": str(step / 10)})
+    assert off_grid.status_code == 422 and off_grid.json()["detail"].startswith("amount:"), off_grid.text
+    part = (whole / 2 // step) * step
+    partial = await api.post(f"/api/v1/trades/{workflow_id}/close", {"amount": str(part), "reason": "some off"})
+    assert partial.status_code == 200 and partial.json()["status"] == "OPEN", partial.text
+    after = (await api.get(f"/api/v1/trades/{workflow_id}")).json()["state"]
+    assert Decimal(after["open_qty"]) == whole - part
+    rest = await api.post(f"/api/v1/trades/{workflow_id}/close", {})
+    assert rest.status_code == 200 and rest.json()["status"] == "CLOSED" and flat(paper)
