@@ -111,8 +111,10 @@ class AdjustLevelsRequest(BaseModel):
 
     stop_loss: Decimal | None = None
     # Prices for the take-profits still pending, nearest first (as many as are pending).
-    take_profits: list[Decimal] | None = None
-    reason: str = ""
+    take_profits: list[Decimal] | None = Field(None, max_length=20)
+    # Bounded: the request is kept in the workflow's state, and an unbounded text (3 MB tried)
+    # made every later workflow task too large for Temporal.
+    reason: str = Field("", max_length=1024)
 
 
 class AdjustLevelsResult(BaseModel):

@@ -22,6 +22,7 @@ from decimal import Decimal
 
 import pytest
 import redis.asyncio as aioredis
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDReusePolicy
 
 from activities.gates import GATE_REJECTIONS_KEY
@@ -171,3 +172,21 @@ async def test_a_size_no_account_could_margin_is_refused(rig, paper):
     assert result.status is TradeStatus.REJECTED
     assert result.reason.startswith("position_size: position_size_usd 500000 is more than the account's equity")
     assert sent_by(paper, handle.id) == []
+
+
+# ======================================================================== oversized operator input
+
+
+async def test_an_oversized_update_is_refused_and_the_trade_lives_on(rig, paper):
+    """An adjust_levels sent straight to Temporal (CLI, SDK) with a huge reason used to be kept in
+    the state and make every later workflow task too large: now the update's model refuses it."""
+    paper.set_price("ETHUSDT", 3400)
+    handle = await rig.start(rig.intent("ETHUSDT", "BUY", 3400))
+    await rig.wait_status(handle, "OPEN")
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update("adjust_levels", {"stop_loss": "3300", "reason": "x" * 100_000})
+    assert "Failed decoding arguments" in str(refused.value.cause)  # the model's bound refused it
+    state = await rig.state(handle)  # still answers
+    assert state.status.value == "OPEN"
+    closed = await handle.execute_update("close", {"reason": "test"}, result_type=TradeResult)
+    assert closed.status is TradeStatus.CLOSED
