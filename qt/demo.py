@@ -8,8 +8,8 @@
    after TP1, a 45-minute time limit, the kill score on, no cooldown). The gates allow an
    intent 10 wall seconds of market time (at 300x, 120 market seconds pass in 0.4 s).
    They are the only workers on the queues: the stack's workers and intake (`qt up`) are
-   stopped for the run and the stack's workers started after it (`Stack.workers_paused`); a
-   worker qt did not start makes the demo refuse.
+   stopped for the run, and the stack's workers, API and notifier started after it (the intake
+   again only if it ran: `Stack.workers_paused`); a worker qt did not start makes the demo refuse.
 3. Warm-up: the paper exchange has no candles before its replay start and the kill score needs
    20 closed candles, so the demo waits for 25 (seconds at 300x).
 4. The signal pipeline runs in this process as `qt ingest` runs it (`qt/demo_pipeline.py`): the

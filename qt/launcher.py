@@ -611,7 +611,11 @@ class Stack:
             kinds = set()
             if "ingest" in paused.stopped:
                 kinds.add(INGEST)
-            if then_start_workers or any(n.startswith(WORKERS_ALL) for n in paused.stopped):
+            if then_start_workers:
+                # Left running: workers, the API (the README's commands) and the notifier; the
+                # intake only if it ran before (its signal engine would start trading at once).
+                kinds.update((WORKER, API, NOTIFY))
+            elif any(n.startswith(WORKERS_ALL) for n in paused.stopped):
                 kinds.add(WORKER)
             try:
                 paused.restarted = await self.up_apps(kinds) if kinds else []

@@ -8,6 +8,7 @@ intake's lag. 200 when every part answers, else 503 with what is down.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Response
@@ -23,14 +24,18 @@ from workers.queues import ML, QUEUES, TRADE_WORKFLOWS
 
 router = APIRouter(tags=["health"])
 _TIMEOUT_S = 5
+_POLLER_FRESH_S = 90
 
 
 async def _pollers(svc: Services, queue: str) -> list[dict[str, Any]]:
     kind = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW if queue == TRADE_WORKFLOWS else TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
     reply = await svc.temporal.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
         namespace=svc.temporal.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind))
+    # Temporal keeps listing a poller for minutes after its process died; a live one polls at
+    # least every ~70 s (the long-poll timeout), so older ones are not counted.
+    fresh_after = datetime.now(UTC) - timedelta(seconds=_POLLER_FRESH_S)
     return [{"identity": p.identity, "last_access": p.last_access_time.ToDatetime().isoformat() + "Z"}
-            for p in reply.pollers]
+            for p in reply.pollers if p.last_access_time.ToDatetime().replace(tzinfo=UTC) >= fresh_after]
 
 
 async def _exchange(svc: Services) -> str:
