@@ -97,10 +97,12 @@ async def performance(
         "`since` made"))] = None,
 ) -> PerformanceReport:
     since_ms, until_ms = _epoch_ms(since, "since"), _epoch_ms(until, "until")
-    trades, _ = await read_closed_trades(svc.redis, since_ms, until_ms)
+    # One read of the journal from `since` on: the period's trades, and (for the default
+    # starting equity) everything the account made since then.
+    after, _ = await read_closed_trades(svc.redis, since_ms, None)
+    trades = [t for t in after if until_ms is None or t.closed_at.timestamp() * 1000 < until_ms]
     if starting_equity is None:
         wallet = to_decimal((await _balance(svc)).get("totalWalletBalance")) or Decimal(0)
-        after, _ = await read_closed_trades(svc.redis, since_ms, None)
         starting_equity = wallet - sum((t.net_pnl for t in after), Decimal(0))
         if starting_equity <= 0:
             starting_equity = Decimal(1)  # a wiped-out account: ratios become meaningless, not errors
