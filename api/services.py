@@ -6,6 +6,7 @@ Tests and embedders hand ready clients to `create_app`; then the app closes none
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,10 +26,33 @@ class Services:
     exchange: Any  # activities.exchange: a ccxt client (markets loaded on first use)
     settings: StackSettings
     _closers: list = field(default_factory=list)
+    # Details of closed trades by (workflow id, run id): a closed run's history never changes, so
+    # its state and result are read (a worker replays the whole history to answer) once.
+    closed_details: ClosedDetails = field(default_factory=lambda: ClosedDetails(2_048))
 
     def web_ui_url(self, workflow_id: str, run_id: str | None = None) -> str:
         base = f"{self.settings.temporal_ui_url}/namespaces/{self.settings.temporal_namespace}/workflows/{workflow_id}"
         return f"{base}/{run_id}/history" if run_id else base
+
+
+class ClosedDetails:
+    """A small LRU of what `GET /trades/{id}` answered for closed runs (a reset makes a new run id,
+    so an entry is never stale)."""
+
+    def __init__(self, size: int) -> None:
+        self._size, self._items = size, OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> Any:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: tuple[str, str], value: Any) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
 
 
 @dataclass
@@ -67,5 +91,6 @@ def lifespan_for(settings: StackSettings, injected: Injected):
     return lifespan
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    # async: a plain `def` dependency runs in a thread pool, a thread hop on every request
     return request.app.state.services

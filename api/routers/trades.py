@@ -8,6 +8,7 @@ change the workflow's validator refuses (its message is the detail), 503 when no
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -120,15 +121,26 @@ def summary_of(svc: Services, w: WorkflowExecution) -> TradeSummary:
 async def get_trade(workflow_id: WorkflowId, svc: Services = Depends(services)) -> TradeDetail:
     handle = svc.temporal.get_workflow_handle(workflow_id, result_type=TradeResult)
     description = await _describe(handle)
+    closed = description.status is not WorkflowExecutionStatus.RUNNING
+    key = (workflow_id, description.run_id)
+    if closed and (known := svc.closed_details.get(key)) is not None:
+        return known
     detail = TradeDetail(workflow_id=workflow_id, run_id=description.run_id,
                          execution_status=description.status.name if description.status else "UNKNOWN",
                          web_ui_url=svc.web_ui_url(workflow_id, description.run_id))
-    try:
-        detail.state = await handle.query("state", result_type=TradeState, rpc_timeout=_QUERY_TIMEOUT)
-    except Exception as err:  # noqa: BLE001 - no worker, or the query failed: say so
-        detail.note = f"state not available ({type(err).__name__}: {err})"
-    if description.status is WorkflowExecutionStatus.COMPLETED:
-        detail.result = await handle.result(rpc_timeout=_QUERY_TIMEOUT)
+    state, result = await asyncio.gather(
+        handle.query("state", result_type=TradeState, rpc_timeout=_QUERY_TIMEOUT),
+        handle.result(rpc_timeout=_QUERY_TIMEOUT) if description.status is WorkflowExecutionStatus.COMPLETED
+        else asyncio.sleep(0), return_exceptions=True)
+    if isinstance(result, BaseException):
+        raise result
+    detail.result = result
+    if isinstance(state, BaseException):  # no worker, or the query failed: say so (not kept)
+        detail.note = f"state not available ({type(state).__name__}: {state})"
+    else:
+        detail.state = state
+        if closed:
+            svc.closed_details.put(key, detail)
     return detail
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest_asyncio
@@ -36,10 +37,9 @@ class Api:
         return await self.http.delete(path, **kw)
 
 
-@pytest_asyncio.fixture
-async def api(rig, temporal_client, redis_client, exchange, tmp_path) -> AsyncIterator[Api]:
-    app = create_app(StackSettings(data_dir=tmp_path), Injected(temporal_client, redis_client, exchange),
-                     token=TOKEN)
+@asynccontextmanager
+async def serving(app) -> AsyncIterator[Api]:
+    """`app` served by uvicorn on a free port until the block ends, reached with the token."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
@@ -48,7 +48,21 @@ async def api(rig, temporal_client, redis_client, exchange, tmp_path) -> AsyncIt
             task.result()
         await asyncio.sleep(0.02)
     base = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=90) as client:
-        yield Api(client, base)
-    server.should_exit = True
-    await task
+    try:
+        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"},
+                                     timeout=90) as client:
+            yield Api(client, base)
+    finally:
+        server.should_exit = True
+        await task
+
+
+def app_on(temporal_client, redis_client, exchange, data_dir):
+    return create_app(StackSettings(data_dir=data_dir), Injected(temporal_client, redis_client, exchange),
+                      token=TOKEN)
+
+
+@pytest_asyncio.fixture
+async def api(rig, temporal_client, redis_client, exchange, tmp_path) -> AsyncIterator[Api]:
+    async with serving(app_on(temporal_client, redis_client, exchange, tmp_path)) as client:
+        yield client
