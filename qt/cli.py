@@ -225,7 +225,7 @@ def api() -> None:
 
 
 # Operator commands (trades, trade, enter, close, adjust, kill, kill-switch, safe-mode,
-# performance): thin clients of the HTTP API, in qt/operator.py.
+# performance): thin clients of the HTTP API, in qt/operator/.
 from qt.operator import register as _register_operator_commands  # noqa: E402
 
 _register_operator_commands(app)

@@ -1,4 +1,4 @@
-"""The `qt` operator commands (qt/operator.py) against the real API (tests/api/conftest.py's
+"""The `qt` operator commands (qt/operator/) against the real API (tests/api/conftest.py's
 `api` fixture: uvicorn over HTTP on the real stack, every worker running).
 
 The commands run through typer's CliRunner in a thread (the API and the workers share this

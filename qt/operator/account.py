@@ -1,0 +1,84 @@
+"""`qt performance` (and the account's figures): what the closed trades made."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from qt.operator.client import API, ApiClient, run_with_api
+from qt.operator.render import grid, json_out, money, pct, ratio
+
+def performance_cmd(
+    since: str | None = typer.Option(None, "--since", help="closed at or after (ISO 8601 with a zone)"),
+    until: str | None = typer.Option(None, "--until", help="closed before (ISO 8601 with a zone)"),
+    starting_equity: str | None = typer.Option(None, "--starting-equity", help="equity before the first close "
+                                               "(default: the API's: wallet balance minus what was made since)"),
+    days: int = typer.Option(14, "--days", min=0, help="daily rows to show (the newest)"),
+    as_json: bool = typer.Option(False, "--json", help="print the API's JSON"),
+) -> None:
+    """Realized performance of the closed trades (GET /api/v1/performance)."""
+
+    def action(api: ApiClient, out: Console) -> None:
+        report = api.call("GET", f"{API}/performance",
+                          params={"since": since, "until": until, "starting_equity": starting_equity})
+        if as_json:
+            json_out(report)
+            return
+        out.print(render_performance(report, days))
+
+    run_with_api(action)
+
+
+def render_performance(report: dict, days: int = 14) -> Group:
+    totals, risk = report.get("totals") or {}, report.get("risk") or {}
+    if not totals.get("trades"):
+        return Group("[dim]no closed trades in this window[/]")
+    window = f"{report.get('first_day')} .. {report.get('last_day')}"
+    rows = [
+        ("trades", f"{totals['trades']}  ([green]{totals.get('wins', 0)} won[/], [red]{totals.get('losses', 0)} lost[/],"
+                   f" {totals.get('flat', 0)} flat)"),
+        ("win rate", pct(totals.get("win_rate"))),
+        ("net PnL", money(totals.get("net")) + " USDT"),
+        ("gross / fees / funding", f"{money(totals.get('gross'))} / {money(totals.get('fees'), signed=False)} / "
+                                   f"{money(totals.get('funding'))}"),
+        ("profit factor", ratio(totals.get("profit_factor"))),
+        ("expectancy", f"{money(totals.get('expectancy'))} USDT per trade"
+                       + (f", {ratio(totals.get('expectancy_r'))} R (over {totals.get('r_trades')} with an R)"
+                          if totals.get("expectancy_r") is not None else "")),
+        ("equity", f"{money(report.get('starting_equity'), signed=False)} → "
+                   f"{money(report.get('ending_equity'), signed=False)} USDT"),
+        ("max drawdown", f"{money(risk.get('max_drawdown'), signed=False)} USDT ({pct(risk.get('max_drawdown_fraction'))})"),
+        ("Sharpe / Sortino", f"{ratio(risk.get('sharpe'))} / {ratio(risk.get('sortino'))} "
+                             f"[dim]({risk.get('days')} daily returns, {risk.get('periods_per_year')} per year)[/]"),
+    ]
+    parts: list[Any] = [Panel(grid(rows), title=f"[bold]performance[/] {window} (UTC)", title_align="left", expand=False)]
+    for title, key in (("by symbol", "by_symbol"), ("by exit reason", "by_exit_reason"), ("by model", "by_model")):
+        groups = report.get(key) or {}
+        if groups:
+            parts.append(_groups_table(title, groups))
+    daily = (report.get("daily") or [])[-days:] if days else []
+    if daily:
+        table = Table(title="daily (newest last)", title_justify="left")
+        for column in ("day", "trades", "net", "fees", "equity end", "return"):
+            table.add_column(column, justify="left" if column == "day" else "right")
+        for d in daily:
+            table.add_row(str(d.get("day")), str(d.get("trades")), money(d.get("net")),
+                          money(d.get("fees"), signed=False), money(d.get("equity_end"), signed=False),
+                          pct(d.get("daily_return")))
+        parts.append(table)
+    return Group(*parts)
+
+
+def _groups_table(title: str, groups: dict[str, dict]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in (title.split()[-1], "trades", "won", "lost", "win rate", "net", "fees"):
+        table.add_column(column, justify="left" if column == title.split()[-1] else "right")
+    for name, g in groups.items():
+        table.add_row(escape(name), str(g.get("trades")), str(g.get("wins")), str(g.get("losses")),
+                      pct(g.get("win_rate")), money(g.get("net")), money(g.get("fees"), signed=False))
+    return table
