@@ -224,8 +224,8 @@ def api() -> None:
     uvicorn.run(create_app(), host=settings.api_host, port=settings.api_port, log_level="info")
 
 
-# Operator commands (trades, trade, enter, close, adjust, kill, kill-switch, safe-mode,
-# performance): thin clients of the HTTP API, in qt/operator/.
+# Operator commands (trades, trade, enter, close, adjust, pause, resume, kill, terminate,
+# kill-switch, safe-mode, portfolio, performance): thin clients of the HTTP API, in qt/operator/.
 from qt.operator import register as _register_operator_commands  # noqa: E402
 
 _register_operator_commands(app)

@@ -118,6 +118,13 @@ class _StopRefused(Exception):
         self.crossed = crossed
 
 
+def _abandon(handle: asyncio.Future) -> None:
+    """Cancel a monitor session nobody awaits any more; its ending (an ActivityError) is read here,
+    so asyncio does not log "exception was never retrieved" for it. No command: history unchanged."""
+    handle.add_done_callback(lambda done: done.cancelled() or done.exception())
+    handle.cancel()
+
+
 def _failure(err: BaseException) -> tuple[str | None, str]:
     """(ApplicationError type, readable message) of an activity failure."""
     cause = err.cause if isinstance(err, ActivityError) else err
@@ -459,7 +466,7 @@ class TradeWorkflow:
         handle = self._watch
         await workflow.wait_condition(lambda: handle.done() or self._interrupt)
         if not handle.done():
-            handle.cancel()  # ABANDON: read-only, the session ends at its next heartbeat
+            _abandon(handle)  # ABANDON: read-only, the session ends at its next heartbeat
             return None
         try:
             return handle.result()
@@ -747,7 +754,7 @@ class TradeWorkflow:
     async def _kill(self) -> TradeResult:
         st = self.state
         if self._watch is not None and not self._watch.done():
-            self._watch.cancel()
+            _abandon(self._watch)
         for task in self._in_flight:  # an order in flight finishes first: then we know what exists
             try:
                 await task

@@ -1,4 +1,5 @@
-"""`qt performance` (and the account's figures): what the closed trades made."""
+"""`qt portfolio` (what the exchange holds, beside the trades that own it) and `qt performance`
+(what the closed trades made)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,62 @@ from rich.panel import Panel
 from rich.table import Table
 
 from qt.operator.client import API, ApiClient, run_with_api
-from qt.operator.render import grid, json_out, money, pct, ratio
+from qt.operator.render import grid, json_out, link, money, num, pct, ratio, side_text, status_text
+
+
+def portfolio_cmd(as_json: bool = typer.Option(False, "--json", help="print the API's JSON")) -> None:
+    """Open positions as the exchange reports them, beside the trades that own them; exposure,
+    margin and unrealized PnL (GET /api/v1/portfolio). An orphan position (no open trade owns it)
+    is shown in red."""
+
+    def action(api: ApiClient, out: Console) -> None:
+        view = api.call("GET", f"{API}/portfolio")
+        if as_json:
+            json_out(view)
+            return
+        out.print(render_portfolio(view))
+
+    run_with_api(action)
+
+
+def render_portfolio(view: dict) -> Group:
+    account = grid([
+        ("equity", money(view.get("equity"), signed=False) + " USDT" if view.get("equity") is not None else ""),
+        ("wallet", money(view.get("wallet_balance"), signed=False) + " USDT"
+         if view.get("wallet_balance") is not None else ""),
+        ("free margin", money(view.get("free_margin"), signed=False) + " USDT"
+         if view.get("free_margin") is not None else ""),
+        ("exposure", money(view.get("total_exposure"), signed=False) + " USDT"),
+        ("unrealized PnL", money(view.get("unrealized_pnl")) + " USDT"),
+    ])
+    parts: list[Any] = [Panel(account, title="[bold]account[/]", title_align="left", expand=False)]
+    positions = view.get("positions") or []
+    if positions:
+        table = Table(title=f"positions on the exchange ({len(positions)})", title_justify="left")
+        for column, justify in (("symbol", "left"), ("side", "left"), ("quantity", "right"), ("entry", "right"),
+                                ("mark", "right"), ("notional", "right"), ("unrealized", "right"),
+                                ("liquidation", "right"), ("owned by", "left")):
+            table.add_column(column, justify=justify)
+        for p in positions:
+            owners = ", ".join(p.get("owners") or []) or "[bold red]nobody (orphan)[/]"
+            table.add_row(escape(p["symbol"]), side_text({"LONG": "BUY", "SHORT": "SELL"}.get(p["side"], p["side"])),
+                          num(p.get("quantity")), num(p.get("entry_price")), num(p.get("mark_price")),
+                          money(p.get("notional"), signed=False), money(p.get("unrealized_pnl")),
+                          num(p.get("liquidation_price")), owners)
+        parts.append(table)
+    else:
+        parts.append("[green]no open position on the exchange[/]")
+    trades = view.get("open_trades") or []
+    if trades:
+        table = Table(title=f"open trades ({len(trades)})", title_justify="left")
+        for column in ("trade", "status", "symbol", "side", "lev"):
+            table.add_column(column)
+        for t in trades:
+            lev = t.get("leverage")
+            table.add_row(link(t.get("web_ui_url"), t["workflow_id"]), status_text(t.get("status")),
+                          escape(t.get("symbol") or ""), side_text(t.get("side")), f"{lev:g}x" if lev else "")
+        parts.append(table)
+    return Group(*parts)
 
 def performance_cmd(
     since: str | None = typer.Option(None, "--since", help="closed at or after (ISO 8601 with a zone)"),

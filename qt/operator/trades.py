@@ -1,4 +1,5 @@
-"""`qt trades`, `qt trade`, `qt enter`, `qt close`, `qt adjust`, `qt kill`: one trade's life through the API."""
+"""`qt trades`, `qt trade`, `qt enter`, `qt close`, `qt adjust`, `qt pause`, `qt resume`, `qt kill`,
+`qt terminate`: one trade's life through the API."""
 
 from __future__ import annotations
 
@@ -318,3 +319,29 @@ def kill_cmd(
             time.sleep(0.5)
 
     run_with_api(action)
+
+
+def pause_cmd(workflow_id: str = typer.Argument(..., metavar="ID")) -> None:
+    """Stop managing a trade (take-profits, trailing, kill score, time limit); its exchange stop
+    stays resting (POST /api/v1/trades/ID/pause)."""
+    run_with_api(lambda api, out: _accepted(out, api.call("POST", f"{API}/trades/{workflow_id}/pause")))
+
+
+def resume_cmd(workflow_id: str = typer.Argument(..., metavar="ID")) -> None:
+    """Resume managing a paused trade (POST /api/v1/trades/ID/resume)."""
+    run_with_api(lambda api, out: _accepted(out, api.call("POST", f"{API}/trades/{workflow_id}/resume")))
+
+
+def terminate_cmd(
+    workflow_id: str = typer.Argument(..., metavar="ID"),
+    reason: str = typer.Option(..., "--reason", "-r", help="why (kept in the workflow's history)"),
+) -> None:
+    """Terminate a trade's workflow (POST /api/v1/trades/ID/terminate): hard, nothing is flattened
+    and its orders stay on the exchange. To end a trade flat, use `qt kill` or `qt close`."""
+    run_with_api(lambda api, out: _accepted(out, api.call("POST", f"{API}/trades/{workflow_id}/terminate",
+                                                          json_body={"reason": reason})))
+
+
+def _accepted(out: Console, accepted: dict) -> None:
+    out.print(f"[bold]{escape(accepted.get('action', ''))}[/] {escape(accepted.get('workflow_id', ''))}: "
+              f"{escape(accepted.get('detail', ''))}")

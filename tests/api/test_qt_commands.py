@@ -138,6 +138,39 @@ async def test_adjust_close_and_performance(api, rig, paper, temporal_client):
     assert bad.startswith("error: HTTP 422 invalid: since:"), bad
 
 
+# ================================================================ pause, resume, portfolio, terminate
+
+
+async def test_pause_resume_portfolio_and_terminate(api, rig, paper, temporal_client):
+    paper.set_price("XRPUSDT", "2.0000")
+    key = f"cli-{uuid.uuid4().hex[:10]}"
+    workflow_id = f"trade-{key}"
+    ok(await qt(api, "enter", "XRPUSDT", "BUY", "--size", "100", "--leverage", "5", "--id", key))
+    handle = temporal_client.get_workflow_handle(workflow_id)
+    await rig.wait_status(handle, "OPEN")
+
+    assert "management paused" in ok(await qt(api, "pause", workflow_id))
+    await rig.wait_for(handle, lambda s: s.paused)
+    assert "management resumed" in ok(await qt(api, "resume", workflow_id))
+    await rig.wait_for(handle, lambda s: not s.paused)
+
+    held = ok(await qt(api, "portfolio"))
+    assert re.search(rf"XRPUSDT\W+BUY\W+250\b.*{workflow_id}", held), held  # 100 USD x5 at 2.0 = 250 contracts
+    assert "orphan" not in held and "open trades (1)" in held and "unrealized PnL" in held
+    as_json = json.loads(ok(await qt(api, "portfolio", "--json")))
+    assert [p["owners"] for p in as_json["positions"]] == [[workflow_id]]
+
+    assert (await qt(api, "terminate", workflow_id)).code == 2  # --reason is required: a usage error
+    gone = ok(await qt(api, "terminate", workflow_id, "--reason", "cli drill"))
+    assert "terminated (cli drill)" in gone and "the exchange was not touched" in gone
+    assert (await handle.describe()).status.name == "TERMINATED"
+    orphaned = ok(await qt(api, "portfolio"))  # nothing was flattened: the position has no owner now
+    assert "nobody (orphan)" in orphaned and "XRPUSDT" in orphaned, orphaned
+    assert "is TERMINATED: nothing to act on" in (await qt(api, "pause", workflow_id)).error_line
+    assert (await qt(api, "resume", "trade-does-not-exist")).error_line == \
+        "error: HTTP 404 not found: no trade trade-does-not-exist"
+
+
 # ====================================================================================== safety
 
 
