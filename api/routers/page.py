@@ -56,6 +56,8 @@ router = APIRouter(include_in_schema=False)
 COOKIE = "qt_page"
 COOKIE_MAX_AGE_S = 12 * 3600
 RECENT_CLOSES = 20
+REFRESH_S = 15  # the page reloads itself (page.js) while its tab is visible; `?refresh=0` stops it
+MIN_REFRESH_S = 5  # each reload costs a state query per open trade and a read of the journal
 _HERE = Path(__file__).resolve().parent.parent
 _STATIC = _HERE / "static"
 _STATIC_FILES = {"page.css": "text/css", "page.js": "text/javascript"}
@@ -107,13 +109,17 @@ def _login(request: Request, code: int, message: str | None = None) -> HTMLRespo
 
 @router.get("/", response_class=HTMLResponse, summary="The portfolio page")
 async def portfolio_page(request: Request, svc: Services = Depends(services),
-                         token: Annotated[str | None, Query(max_length=512)] = None) -> Response:
+                         token: Annotated[str | None, Query(max_length=512)] = None,
+                         refresh: Annotated[int, Query(ge=0, le=3600, description="seconds between the page's "
+                                                       "own reloads (at least 5; 0: never)")] = REFRESH_S) -> Response:
     if token is not None:
         return _sign_in(request, token)
     if not _signed_in(request):
         return _login(request, status.HTTP_401_UNAUTHORIZED)
     context = await page_context(svc)
     context["static"] = _static_urls()
+    context["refresh_s"] = refresh and max(refresh, MIN_REFRESH_S)
+    context["default_refresh_s"] = REFRESH_S
     return _TEMPLATES.TemplateResponse(request, "page.html", context, headers=_HEADERS)
 
 

@@ -10,9 +10,32 @@
       window.Plotly.newPlot(el, spec.data, spec.layout, spec.config);
     }
   }
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", draw);
-  } else {
+  // The page is rendered on the server: it follows the trades by reloading itself every
+  // `data-refresh-s` seconds (0: never), and only while its tab is visible.
+  function scheduleReload() {
+    var el = document.getElementById("auto-refresh");
+    var seconds = el ? Number(el.getAttribute("data-refresh-s")) : 0;
+    if (!(seconds > 0)) {
+      return;
+    }
+    window.setTimeout(function reload() {
+      if (document.hidden) {
+        document.addEventListener("visibilitychange", function once() {
+          document.removeEventListener("visibilitychange", once);
+          reload();
+        });
+        return;
+      }
+      window.location.reload();
+    }, seconds * 1000);
+  }
+  function start() {
     draw();
+    scheduleReload();
+  }
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
   }
 })();

@@ -2,7 +2,7 @@
 opens the page only; a trade whose `state` query fails is still listed; and, in Debian's
 chromium driven by Playwright (no browser download), the page shows the open trades with their
 stops, the two plotly charts, the recent close with its exit reason and the safe-mode banner,
-with no console error and no failed or off-site request."""
+with no console error and no failed or off-site request; and it reloads itself to follow the account."""
 
 from __future__ import annotations
 
@@ -171,6 +171,13 @@ async def test_the_page_in_chromium_shows_trades_levels_charts_closes_and_safe_m
 
                 await page.screenshot(path=str(shot), full_page=True)
                 print(f"\nscreenshot of the portfolio page: {shot}")
+
+                # It follows the account by itself: safe mode goes off, the page says so with no click.
+                await page.goto(f"{api.base_url}/?refresh=5", wait_until="networkidle")
+                assert "reloads every 5 s" in await page.locator("#auto-refresh").inner_text()
+                assert (await api.delete("/api/v1/safe-mode")).status_code == 200
+                await page.wait_for_selector("#safety-banner-ok", timeout=15_000)
+                assert await page.locator("#safety-banner-safe-mode").count() == 0
                 assert not errors, errors
                 assert not failed, failed
                 offsite = [u for u in urls if not u.startswith(api.base_url) and not u.startswith("data:")]
