@@ -37,8 +37,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from activities.exchange_errors import redact
-from paper_exchange.config import PaperSettings
-from qt.settings import ExchangeSettings
+from common.settings import ExchangeSettings
 
 Purpose = Literal["market", "orders"]
 PURPOSES: tuple[Purpose, ...] = ("market", "orders")
@@ -409,13 +408,8 @@ class LocalBinanceUsdm(QtBinanceUsdm):
         return self.safe_dict(self.safe_dict(self.exceptions, "linear", {}), exactOrBroad, {})
 
 
-def paper_base_url(paper: PaperSettings) -> str:
-    return f"http://{paper.host}:{paper.port}"
-
-
 def create_exchange(
     settings: ExchangeSettings | None = None,
-    paper: PaperSettings | None = None,
     *,
     purpose: Purpose = "market",
     budget: WeightBudget | None = None,
@@ -438,12 +432,11 @@ def create_exchange(
         },
     }
     if settings.mode == "paper":
-        paper = paper or PaperSettings()
-        config["apiKey"] = paper.api_key
-        config["secret"] = paper.api_secret
+        config["apiKey"] = settings.paper_api_key
+        config["secret"] = settings.paper_api_secret.get_secret_value()
         config.update(overrides)
         exchange: QtBinanceUsdm = LocalBinanceUsdm(config)
-        base = paper_base_url(paper)
+        base = settings.paper_url
         urls = dict(exchange.urls["api"])
         for key, path in _FAPI_URL_PATHS.items():
             urls[key] = base + path

@@ -30,15 +30,10 @@ from activities.schemas.feedback import (  # noqa: F401 (re-exported)
     ExecutionReport, FeedbackResult, PositionSnapshot, RecordCloseRequest, RecordPositionRequest,
     TradeClosedEvent, TradeOutcome,
 )
+from common.redis_keys import (EXECUTION_RESULT_STREAM, FEEDBACK_DONE_KEY, OUTCOME_STREAM, POSITION_KEY,
+                               TRADE_CLOSED_STREAM)
 from trading.models import Side
 
-# Old system's names: its consumers (harvest-brain, trade journal, dashboards) keep working.
-EXECUTION_RESULT_STREAM = "quantum:stream:execution.result"
-TRADE_CLOSED_STREAM = "quantum:stream:trade.closed"
-POSITION_KEY = "quantum:position:{symbol}"
-# New: the learning step's dataset and the idempotency markers.
-OUTCOME_STREAM = "quantum:dataset:trade_outcomes"
-DONE_KEY = "quantum:feedback:done:{workflow_id}:{kind}:{id}"
 
 STREAM_MAXLEN = 100_000  # execution.result and trade.closed, approximate (MAXLEN ~) as before
 DONE_TTL_S = 7 * 24 * 3600  # how long a retry is recognised as one
@@ -107,7 +102,7 @@ def position_key(symbol: str) -> str:
 
 
 def done_key(workflow_id: str, kind: str, id: str) -> str:
-    return DONE_KEY.format(workflow_id=workflow_id, kind=kind, id=id)
+    return FEEDBACK_DONE_KEY.format(workflow_id=workflow_id, kind=kind, id=id)
 
 
 def _text(value: Any) -> Any:

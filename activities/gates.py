@@ -31,18 +31,14 @@ from activities.schemas.policy import TradePolicy
 from trading.features import MarketFeatures
 from activities.risk_settings import RiskSettings
 from activities.temporal_errors import to_application_error
-from signals_ingest.streams import GATE_REJECTIONS_KEY, latest_price_key, parse_latest_price
+from common.latest_price import parse_latest_price
+from common.redis_keys import (COOLDOWN_KEY, FIRST_RUN_KEY, GATE_REJECTIONS_KEY, KILL_SWITCH_KEY, LOCK_KEY,
+                               SAFE_MODE_KEY, latest_price_key)
 from trading.entry_checks import EntryGuard, deviation_problem, price_deviation_pct
 from trading.intent import TradeIntent, intent_age_s, is_from_future, is_stale
 from trading.models import Side
 from trading.sizing import size_position
 
-SAFE_MODE_KEY = "quantum:safety:safe_mode"  # old system's names: its tools keep working
-KILL_SWITCH_KEY = "quantum:safety:kill_switch"
-COOLDOWN_KEY = "quantum:cooldown:{symbol}"
-LOCK_KEY = "quantum:lock:symbol:{symbol}"
-# workflow id -> the first run id of the trade that passed the gates under it (kept 90 days).
-FIRST_RUN_KEY = "quantum:trade:first_run:{workflow_id}"
 FIRST_RUN_TTL_S = 90 * 86_400
 
 GATE_ORDER = (

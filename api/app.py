@@ -12,7 +12,7 @@ from swagger_ui_bundle import swagger_ui_path
 from api.routers import account, health, intents, page, safety, trades
 from api.security import load_or_create_token
 from api.services import Injected, lifespan_for
-from qt.settings import StackSettings
+from common.settings import StackSettings
 
 
 def create_app(settings: StackSettings | None = None, injected: Injected | None = None,

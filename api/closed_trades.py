@@ -8,7 +8,7 @@ import logging
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from activities.feedback import TRADE_CLOSED_STREAM
+from common.redis_keys import TRADE_CLOSED_STREAM
 from activities.schemas.feedback import TradeClosedEvent
 from trading.performance import ClosedTrade
 

@@ -16,7 +16,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.schemas import Problem
-from qt.settings import StackSettings
+from common.settings import StackSettings
 
 TOKEN_FILE = "api_token"
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>` (QT_API_TOKEN or .data/api_token)")

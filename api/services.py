@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from temporalio.client import Client
 
-from qt.settings import StackSettings
+from common.settings import StackSettings
 
 
 @dataclass
@@ -70,7 +70,7 @@ def lifespan_for(settings: StackSettings, injected: Injected):
         closers = []
         temporal = injected.temporal
         if temporal is None:
-            from qt.temporal_setup import connect
+            from common.temporal import connect
             temporal = await connect(settings)
         redis = injected.redis
         if redis is None:

@@ -54,15 +54,15 @@ with workflow.unsafe.imports_passed_through():
 
     from activities.schemas.monitor import WatchEvent, WatchRequest
     from activities.schemas.policy import TradePolicy
-    from qt.settings import SEARCH_ATTRIBUTES
-    from qt.temporal_setup import temporal_binary
-    from tests.fixtures.paper import PaperServer, paper_exchange_client
-    from tests.fixtures.intents import intent_fields
-    from tests.fixtures.ports import free_port
-    from tests.fixtures.stack import RedisServer
+    from common.search_attributes import SEARCH_ATTRIBUTES
+    from common.temporal import temporal_binary
+    from local_stack.paper_server import PaperServer, paper_exchange_client
+    from local_stack.intents import intent_fields
+    from local_stack.ports import free_port
+    from local_stack.redis_server import RedisServer
     from trading.client_ids import client_order_id, run_tag
     from workers.main import build_workers
-    from workers.queues import QUEUES, TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR, TRADE_WORKFLOWS
+    from common.task_queues import QUEUES, TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR, TRADE_WORKFLOWS
     from workers.registry import Dependencies, WorkerSettings, worker_options
     from workflows.starter import start_trade
     from workflows.trade_state import TradeResult, TradeState
@@ -311,15 +311,14 @@ class InProcessWorkers:
 
     async def _clients(self) -> None:
         from activities.exchange import create_exchange
-        from qt.settings import ExchangeSettings
-        settings, paper = ExchangeSettings(mode="paper"), self.stack.paper.settings
+        settings = self.stack.paper.settings.client_settings()
         if self.wiring == SHARED:
-            shared = create_exchange(settings, paper=paper)
+            shared = create_exchange(settings)
             shared.budget, shared.binance_weights = None, False  # ccxt's throttle and costs
             self.clients = {"shared": shared}
             self.deps.exchange = self.deps.order_exchange = shared
         elif self.wiring == PRODUCTION:
-            self.clients = {purpose: create_exchange(settings, paper=paper, purpose=purpose)
+            self.clients = {purpose: create_exchange(settings, purpose=purpose)
                             for purpose in ("market", "orders")}
             self.deps.exchange, self.deps.order_exchange = self.clients["market"], self.clients["orders"]
         for client in self.clients.values():

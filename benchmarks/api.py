@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp  # noqa: E402
 
-from activities.gates import SAFE_MODE_KEY  # noqa: E402
+from common.redis_keys import SAFE_MODE_KEY  # noqa: E402
 from activities.schemas.policy import MonitorPolicy, TradePolicy  # noqa: E402
 from benchmarks._stack import SYMBOLS, InProcessWorkers, Stack, percentile  # noqa: E402
-from tests.fixtures.ports import free_port  # noqa: E402
+from local_stack.ports import free_port  # noqa: E402
 from trading.exits import ExitPolicy  # noqa: E402
 from workflows.starter import WORKFLOW_TYPE, start_trade  # noqa: E402
 

@@ -53,9 +53,9 @@ from benchmarks.naive_executor import EXECUTIONS_KEY  # noqa: E402
 from signals_ingest.intake_settings import IntakeSettings  # noqa: E402
 from signals_ingest.intake_status import read_intake_status  # noqa: E402
 from signals_ingest.start_priority import BACKLOG_PRIORITY  # noqa: E402
-from signals_ingest.streams import INTAKE_STATS_KEY, TRADE_INTENT_STREAM  # noqa: E402
+from common.redis_keys import INTAKE_STATS_KEY, TRADE_INTENT_STREAM  # noqa: E402
 from trading.intent import parse_stream_fields, workflow_id_for  # noqa: E402
-from workflows import search_attributes as sa  # noqa: E402
+from common import search_attributes as sa  # noqa: E402
 from workflows.starter import start_trade  # noqa: E402
 
 SEED_BACKLOG = 10_014

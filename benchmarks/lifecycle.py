@@ -73,7 +73,7 @@ from benchmarks._stack import (  # noqa: E402
 )
 from trading.exits import ExitPolicy  # noqa: E402
 from trading.models import ExitReason, TradeStatus  # noqa: E402
-from workers.queues import TRADE_MONITOR  # noqa: E402
+from common.task_queues import TRADE_MONITOR  # noqa: E402
 from workers.registry import WorkerSettings  # noqa: E402
 
 D = Decimal

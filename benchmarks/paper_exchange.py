@@ -34,7 +34,6 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from activities.exchange import create_exchange  # noqa: E402
 from paper_exchange.config import PaperSettings  # noqa: E402
-from qt.settings import ExchangeSettings  # noqa: E402
 
 CANDLE_MS = 300_000
 BTC = "BTC/USDT:USDT"
@@ -65,8 +64,7 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen:
 
 async def round_trips(settings: PaperSettings, control: httpx.Client, count: int) -> None:
     control.post("/_paper/price", json={"symbol": "BTCUSDT", "price": "63000"})
-    client = create_exchange(ExchangeSettings(mode="paper"), paper=settings,
-                             enableRateLimit=False)
+    client = create_exchange(settings.client_settings(), enableRateLimit=False)
     try:
         await client.load_markets()
         for _ in range(10):  # warm-up: connection pool, code paths
@@ -91,8 +89,7 @@ async def round_trips(settings: PaperSettings, control: httpx.Client, count: int
 
 
 async def place_resting(settings: PaperSettings, trailing: bool) -> int:
-    client = create_exchange(ExchangeSettings(mode="paper"), paper=settings,
-                             enableRateLimit=False)
+    client = create_exchange(settings.client_settings(), enableRateLimit=False)
     placed = 0
     try:
         markets = await client.load_markets()

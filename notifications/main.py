@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 
 from notifications.notifier import Notifier
 from notifications.settings import NotifySettings
-from qt.settings import StackSettings
-from signals_ingest.main import connect_temporal
+from common.settings import StackSettings
+from common.temporal import connect_when_up
 
 log = logging.getLogger("qt.notify")
 
@@ -28,7 +28,7 @@ async def run_notifier() -> int:
         log.warning("QT_NOTIFY_URLS is empty: events are collected in the outbox, nothing is sent")
     redis = aioredis.from_url(stack.effective_redis_url, decode_responses=True)
     try:
-        temporal = await connect_temporal(stop, stack)
+        temporal = await connect_when_up(stop, stack)
         if temporal is None:
             return 0
         await Notifier(redis, temporal, settings).run(stop)

@@ -25,21 +25,17 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from activities.feedback import EXECUTION_RESULT_STREAM, TRADE_CLOSED_STREAM
-from activities.gates import KILL_SWITCH_KEY, SAFE_MODE_KEY
+from common.redis_keys import EXECUTION_RESULT_STREAM, TRADE_CLOSED_STREAM
+from common.redis_keys import KILL_SWITCH_KEY, SAFE_MODE_KEY
+from common.redis_keys import (NOTIFY_COUNTED_KEY, NOTIFY_OUTBOX_STREAM, NOTIFY_SAFETY_KEY, NOTIFY_SEEN_KEY,
+                               NOTIFY_SOURCE_CURSOR_KEY, NOTIFY_TARGET_CURSOR_KEY)
 from notifications import events as ev
 from notifications.settings import NotifySettings
-from workflows import search_attributes as sa
+from common import search_attributes as sa
 
 log = logging.getLogger(__name__)
 
-OUTBOX_STREAM = "quantum:stream:notify.outbox"
 OUTBOX_MAXLEN = 10_000
-_SOURCE_CURSOR = "quantum:notify:source:{name}"
-_TARGET_CURSOR = "quantum:notify:target:{target}"
-_SEEN = "quantum:notify:seen:{key}"
-_COUNTED = "quantum:notify:counted:{key}"
-_SAFETY = "quantum:notify:safety"
 _SEEN_TTL_S = 14 * 86_400
 _VISIBILITY_OVERLAP_S = 60  # visibility is eventually consistent: look back, dedup by key
 
@@ -108,10 +104,10 @@ class Notifier:
     async def enqueue(self, event: ev.Event) -> bool:
         fields = event.model_dump(mode="json")
         args = [_SEEN_TTL_S, OUTBOX_MAXLEN, *[x for kv in fields.items() for x in kv]]
-        return bool(await self._enqueue(keys=[_SEEN.format(key=event.key), OUTBOX_STREAM], args=args))
+        return bool(await self._enqueue(keys=[NOTIFY_SEEN_KEY.format(key=event.key), NOTIFY_OUTBOX_STREAM], args=args))
 
     async def _new_entries(self, stream: str) -> list[dict[str, str]]:
-        key = _SOURCE_CURSOR.format(name=stream)
+        key = NOTIFY_SOURCE_CURSOR_KEY.format(name=stream)
         cursor = await self.redis.get(key)
         if cursor is None:  # first start: from now on
             last = await self.redis.xrevrange(stream, count=1)
@@ -125,7 +121,7 @@ class Notifier:
     async def _ended_badly(self) -> list[ev.Event]:
         if self.temporal is None:
             return []
-        key = _SOURCE_CURSOR.format(name="visibility")
+        key = NOTIFY_SOURCE_CURSOR_KEY.format(name="visibility")
         now = datetime.now(UTC)
         since_text = await self.redis.get(key)
         await self.redis.set(key, now.isoformat())
@@ -137,7 +133,7 @@ class Notifier:
         failed, rejected = [], []
         async for w in self.temporal.list_workflows(query, limit=10_000):
             # Each trade counted once, whatever the look-back overlap brings again.
-            if not await self.redis.set(_COUNTED.format(key=f"{w.id}:{w.run_id}"), "1", nx=True, ex=_SEEN_TTL_S):
+            if not await self.redis.set(NOTIFY_COUNTED_KEY.format(key=f"{w.id}:{w.run_id}"), "1", nx=True, ex=_SEEN_TTL_S):
                 continue
             row = (w.id, w.run_id, w.typed_search_attributes.get(sa.SYMBOL))
             (failed if w.typed_search_attributes.get(sa.TRADE_STATUS) == "FAILED" else rejected).append(row)
@@ -158,7 +154,7 @@ class Notifier:
 
     async def _safety(self) -> list[ev.Event]:
         now = {"safe_mode": await self.redis.get(SAFE_MODE_KEY), "kill_switch": await self.redis.get(KILL_SWITCH_KEY)}
-        before = await self.redis.hgetall(_SAFETY)
+        before = await self.redis.hgetall(NOTIFY_SAFETY_KEY)
         first = not before
         found = []
         for name, raw in now.items():
@@ -166,7 +162,7 @@ class Notifier:
                 event = ev.safety_changed(name, raw, before.get(name) or None)
                 if event is not None:
                     found.append(event)
-        await self.redis.hset(_SAFETY, mapping={k: v or "" for k, v in now.items()})
+        await self.redis.hset(NOTIFY_SAFETY_KEY, mapping={k: v or "" for k, v in now.items()})
         return found
 
     # --- deliver ---------------------------------------------------------------------------
@@ -181,14 +177,14 @@ class Notifier:
         target = target_id(url)
         if time.monotonic() < self._retry_at.get(target, 0):
             return 0
-        cursor_key = _TARGET_CURSOR.format(target=target)
+        cursor_key = NOTIFY_TARGET_CURSOR_KEY.format(target=target)
         cursor = await self.redis.get(cursor_key)
         if cursor is None:  # a new target: from the current end of the outbox
-            last = await self.redis.xrevrange(OUTBOX_STREAM, count=1)
+            last = await self.redis.xrevrange(NOTIFY_OUTBOX_STREAM, count=1)
             cursor = last[0][0] if last else "0-0"
             await self.redis.set(cursor_key, cursor)
         sent = 0
-        for entry_id, fields in await self.redis.xrange(OUTBOX_STREAM, min=f"({cursor}", count=100):
+        for entry_id, fields in await self.redis.xrange(NOTIFY_OUTBOX_STREAM, min=f"({cursor}", count=100):
             event = ev.Event.model_validate(fields)
             try:
                 ok = await asyncio.wait_for(self._send(url, event), self.settings.send_timeout_s)

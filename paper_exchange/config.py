@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.settings import ExchangeSettings
 from paper_exchange.replay import FILE_INTERVALS_MS
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "ohlcv"
@@ -166,3 +167,8 @@ class PaperSettings(BaseSettings):
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def client_settings(self, **fields: Any) -> ExchangeSettings:
+        """The exchange settings of a ccxt client for this paper exchange (its address and keys)."""
+        return ExchangeSettings(mode="paper", paper_host=self.host, paper_port=self.port,
+                                paper_api_key=self.api_key, paper_api_secret=self.api_secret, **fields)

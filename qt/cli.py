@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 
 from qt.console import output_console
-from workers.queues import ALL, QUEUES
+from common.task_queues import ALL, QUEUES
 
 app = typer.Typer(
     help="Quantum Trader on Temporal: one durable workflow per trade.",
@@ -57,7 +57,7 @@ def up() -> None:
     (QT_UP_API) and the intake with market feed and signal engine (QT_UP_INGEST)."""
     from api.security import load_or_create_token, token_path
     from qt.launcher import LauncherError, Stack
-    from qt.settings import StackSettings
+    from common.settings import StackSettings
 
     settings = StackSettings()
     load_or_create_token(settings)  # before `qt api` starts: it and the `qt` commands read it
@@ -218,7 +218,7 @@ def api() -> None:
     import uvicorn
 
     from api.app import create_app
-    from qt.settings import StackSettings
+    from common.settings import StackSettings
 
     settings = StackSettings()
     uvicorn.run(create_app(), host=settings.api_host, port=settings.api_port, log_level="info")

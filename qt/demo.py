@@ -53,7 +53,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
-from activities.exchange import create_exchange, paper_base_url
+from activities.exchange import create_exchange
 from activities.price_hub import PriceHub
 from activities.risk_settings import RiskSettings
 from activities.schemas.policy import MonitorPolicy, TradePolicy
@@ -71,14 +71,14 @@ from qt.demo_view import (
     reasons_seen,
 )
 from qt.launcher import Stack
-from qt.settings import ExchangeSettings, StackSettings
-from qt.temporal_setup import connect, ensure_search_attributes
+from common.settings import StackSettings
+from common.temporal import connect, ensure_search_attributes
 from trading.exits import ExitPolicy
 from trading.intent import TradeIntent, to_stream_fields
 from trading.levels import LevelPolicy
 from trading.models import ExitReason, TradeStatus
 from workers.main import build_workers
-from workers.queues import QUEUES
+from common.task_queues import QUEUES
 from workers.registry import Dependencies, WorkerSettings
 from workflows.trade_state import TradeResult, TradeState
 
@@ -518,14 +518,14 @@ async def demo_main(opts: DemoOptions, *, console: Console | None = None,
 
 async def _demo_on_stack(opts: DemoOptions, console: Console, settings: StackSettings,
                          paper: PaperSettings, stack: Stack) -> DemoSummary:
-    controls = PaperControls(paper_base_url(paper))
+    controls = PaperControls(paper.base_url)
     previous_speed = float((await controls.clock())["speed"])
     await controls.set_speed(opts.speed)
     console.print(f"Market replay at {opts.speed:g}x (real candles: one 5-minute candle every "
                   f"{300 / opts.speed:.2f} s); time limit {opts.max_hold_min:g} market minutes; "
                   f"new trades for up to {opts.timeout_s:g} s")
     # The demo trades on the paper exchange only (it drives the replay through /_paper/).
-    exchange = create_exchange(ExchangeSettings(mode="paper"), paper=paper, enableRateLimit=False)
+    exchange = create_exchange(paper.client_settings(), enableRateLimit=False)
     redis = aioredis.from_url(settings.effective_redis_url, decode_responses=True)
     log_path = stack.logs_dir / "demo.log"
     try:

@@ -13,7 +13,7 @@ import uvicorn
 from api.app import create_app
 from api.security import load_or_create_token
 from api.services import Injected
-from qt.settings import StackSettings
+from common.settings import StackSettings
 from workflows.trade_state import TradeResult
 
 

@@ -27,7 +27,7 @@ from signals_ingest.known_symbols import KnownSymbols, usdt_perpetual_ids
 from signals_ingest.market_feed import MarketFeed
 from signals_ingest.signal_engine import SignalEngine
 from signals_ingest.signal_settings import SignalSettings
-from signals_ingest.streams import TRADE_INTENT_STREAM
+from common.redis_keys import TRADE_INTENT_STREAM
 from trading.intent import IntentError, TradeIntent, parse_stream_fields, workflow_id_for
 from workflows.trade_state import TradeResult
 

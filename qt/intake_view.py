@@ -7,7 +7,7 @@ from rich.table import Table
 
 from signals_ingest.intake_settings import IntakeSettings
 from signals_ingest.intake_status import IntakeStatus, read_intake_status
-from signals_ingest.streams import GATE_REJECTIONS_KEY
+from common.redis_keys import GATE_REJECTIONS_KEY
 
 
 async def fetch_intake_status(redis_url: str, settings: IntakeSettings | None = None) -> IntakeStatus | str:

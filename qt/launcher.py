@@ -43,9 +43,10 @@ from temporalio.client import Client
 
 from paper_exchange.config import PaperSettings
 from qt.pollers import QueueReport, describe_queues, foreign_pollers, served_queues, worker_identity
-from qt.settings import SEARCH_ATTRIBUTES, StackSettings
-from qt.temporal_setup import connect, ensure_search_attributes, temporal_binary
-from workers.queues import ALL, QUEUES
+from common.search_attributes import SEARCH_ATTRIBUTES
+from common.settings import StackSettings
+from common.temporal import connect, ensure_search_attributes, temporal_binary
+from common.task_queues import ALL, QUEUES
 
 READY_TIMEOUT_S = 60.0  # infrastructure
 STOP_TIMEOUT_S = 15.0
@@ -299,7 +300,7 @@ class Stack:
                     ready_timeout_s=s.up_ready_timeout_s, stop_timeout_s=s.down_timeout_s)
 
     def _ingest_part(self) -> Part:
-        from signals_ingest.streams import INTAKE_STATS_KEY, TRADE_INTENT_STREAM
+        from common.redis_keys import INTAKE_STATS_KEY, TRADE_INTENT_STREAM
 
         url = self.settings.effective_redis_url
 

@@ -28,7 +28,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from workers.queues import ML, QUEUES, TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR, TRADE_WORKFLOWS
+from common.task_queues import ML, QUEUES, TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR, TRADE_WORKFLOWS
 
 WORKFLOW, ACTIVITY = "workflow", "activity"
 _TYPES = {WORKFLOW: TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, ACTIVITY: TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY}

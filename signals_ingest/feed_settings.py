@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from qt.settings import symbol_list
+from common.settings import symbol_list
 
 
 class FeedSettings(BaseSettings):

@@ -43,7 +43,7 @@ from signals_ingest.intake_settings import IntakeSettings
 from signals_ingest.intake_status import read_intake_status
 from signals_ingest.known_symbols import KnownSymbols
 from signals_ingest.start_priority import BACKLOG_PRIORITY, MarketClock, start_priority
-from signals_ingest.streams import INTAKE_STATS_KEY
+from common.redis_keys import INTAKE_STATS_KEY
 from trading.intent import IntentError, parse_stream_fields, to_stream_fields
 from workflows.starter import IntentConflict, start_trade
 

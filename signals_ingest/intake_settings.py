@@ -8,8 +8,8 @@ import socket
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from signals_ingest.streams import INTAKE_GROUP, TRADE_INTENT_DLQ_STREAM, TRADE_INTENT_STREAM
-from workers.queues import TRADE_WORKFLOWS
+from common.redis_keys import INTAKE_GROUP, TRADE_INTENT_DLQ_STREAM, TRADE_INTENT_STREAM
+from common.task_queues import TRADE_WORKFLOWS
 
 
 def default_consumer_name() -> str:

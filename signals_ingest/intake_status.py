@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from signals_ingest.intake_settings import IntakeSettings
-from signals_ingest.streams import INTAKE_STATS_KEY
+from common.redis_keys import INTAKE_STATS_KEY
 
 # Counters each intake process publishes (hash INTAKE_STATS_KEY, expires when it stops).
 STAT_FIELDS = ("started", "duplicates", "conflicts", "dead_lettered", "reclaimed", "start_failures",

@@ -18,10 +18,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from activities.exchange import create_exchange
+from common.redis_keys import KNOWN_SYMBOLS_KEY
 
 log = logging.getLogger(__name__)
 
-CACHE_KEY = "quantum:intake:known_symbols"  # JSON {"symbols": [...], "loaded_ms": ...}
 
 
 def usdt_perpetual_ids(markets: dict[str, Any]) -> frozenset[str]:
@@ -81,13 +81,13 @@ class KnownSymbols:
         self._symbols, self._loaded_at = symbols, time.monotonic()
         payload = {"symbols": sorted(symbols), "loaded_ms": int(time.time() * 1000)}
         try:
-            await self.redis.set(CACHE_KEY, json.dumps(payload))
+            await self.redis.set(KNOWN_SYMBOLS_KEY, json.dumps(payload))
         except aioredis.RedisError:
             pass  # the cache is a convenience; the intake loop reports Redis trouble itself
 
     async def _cached(self) -> frozenset[str] | None:
         try:
-            raw = await self.redis.get(CACHE_KEY)
+            raw = await self.redis.get(KNOWN_SYMBOLS_KEY)
         except aioredis.RedisError:
             return None
         if not raw:

@@ -14,8 +14,8 @@ import signal
 import redis.asyncio as aioredis
 from prometheus_client import start_http_server
 
-from qt.settings import StackSettings
-from qt.temporal_setup import connect
+from common.settings import StackSettings
+from common.temporal import connect_when_up
 from signals_ingest.intake import IntentIntake
 from signals_ingest.intake_settings import IntakeSettings
 
@@ -24,31 +24,12 @@ log = logging.getLogger("qt.ingest")
 PARTS = ("intake", "feed", "signals")
 
 
-async def connect_temporal(stop: asyncio.Event, settings: StackSettings | None = None):
-    """The Temporal client, retrying with backoff while the server is unreachable (or None if
-    stopped first): an intake started before Temporal simply waits, entries stay in Redis."""
-    settings = settings or StackSettings()
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            return await connect(settings)
-        except Exception as err:  # noqa: BLE001 - connection refused, DNS, TLS...
-            log.warning("Temporal at %s unreachable (%s); retrying in %.1f s",
-                        settings.temporal_address, err, delay)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            except TimeoutError:
-                pass
-            delay = min(delay * 2, 10.0)
-    return None
-
-
 async def run_intake(stop: asyncio.Event, settings: IntakeSettings | None = None) -> None:
     stack = StackSettings()
     redis = aioredis.from_url(stack.effective_redis_url, decode_responses=False,
                               health_check_interval=30)
     try:
-        client = await connect_temporal(stop, stack)
+        client = await connect_when_up(stop, stack)
         if client is not None:
             await IntentIntake(redis, client, settings).run(stop)
     finally:

@@ -43,12 +43,9 @@ from redis.exceptions import RedisError
 
 from activities.exchange import LocalBinanceUsdm, create_exchange
 from activities.market import CANDLE_MS
-from paper_exchange.config import PaperSettings
-from qt.settings import ExchangeSettings, StackSettings
+from common.settings import ExchangeSettings, StackSettings
 from signals_ingest.feed_settings import FeedSettings
-from signals_ingest.streams import (
-    FEED_LAST_KLINE_KEY, MARKET_KLINES_STREAM, MARKET_TICK_STREAM, latest_price_key,
-)
+from common.redis_keys import FEED_LAST_KLINE_KEY, MARKET_KLINES_STREAM, MARKET_TICK_STREAM, latest_price_key
 
 __all__ = ["FeedSymbol", "MarketFeed", "feed_symbols", "run_market_feed", "secondary_exchange"]
 
@@ -131,8 +128,7 @@ def default_venue(exchange: Any) -> str:
 def secondary_exchange(url: str) -> Any:
     """A ccxt client (not loaded) for a second Binance-compatible paper exchange at `url`."""
     parts = urlsplit(url)
-    return create_exchange(ExchangeSettings(mode="paper"),
-                           paper=PaperSettings(host=parts.hostname, port=parts.port))
+    return create_exchange(ExchangeSettings(mode="paper", paper_host=parts.hostname, paper_port=parts.port))
 
 
 def _wall_ms() -> int:

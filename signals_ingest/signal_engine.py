@@ -58,15 +58,8 @@ from redis.exceptions import RedisError, WatchError
 
 from signals_ingest.model_registry import LoadedModel, ModelRegistry
 from signals_ingest.signal_settings import SignalSettings
-from signals_ingest.streams import (
-    MARKET_KLINES_STREAM,
-    SIGNAL_CHECKPOINT_KEY,
-    SIGNAL_COOLDOWN_KEY,
-    SIGNAL_LAST_EVAL_KEY,
-    SIGNAL_STREAM,
-    TRADE_INTENT_STREAM,
-    latest_price_key,
-)
+from common.redis_keys import (MARKET_KLINES_STREAM, SIGNAL_CHECKPOINT_KEY, SIGNAL_COOLDOWN_KEY, SIGNAL_LAST_EVAL_KEY,
+                               SIGNAL_STREAM, TRADE_INTENT_STREAM, latest_price_key)
 from trading.features import MarketFeatures, PriceBar, compute_features
 from trading.intent import IntentError, parse_stream_fields, to_stream_fields
 from trading.levels import LevelsError
@@ -455,7 +448,7 @@ async def run_signal_engine(settings: SignalSettings | None = None, *, redis: ai
     settings = settings or SignalSettings()
     own_redis = redis is None
     if redis is None:
-        from qt.settings import StackSettings
+        from common.settings import StackSettings
 
         redis = aioredis.from_url(StackSettings().effective_redis_url, decode_responses=True)
     if stop is None:

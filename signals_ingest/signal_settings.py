@@ -19,7 +19,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from qt.settings import symbol_list
+from common.settings import symbol_list
 from trading.signal_rules import MAX_GAP_CANDLES
 
 ROOT = Path(__file__).resolve().parents[1]

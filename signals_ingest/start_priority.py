@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 import redis.asyncio as aioredis
 from temporalio.common import Priority
 
-from signals_ingest.streams import latest_price_key, parse_latest_price
+from common.redis_keys import latest_price_key
+from common.latest_price import parse_latest_price
 from trading.intent import TradeIntent, intent_age_s
 
 # Temporal's keys run 1 (first) to 5 (last); unset = 3, what every live intent keeps.

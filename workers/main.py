@@ -16,9 +16,9 @@ import sys
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from qt.settings import StackSettings
-from qt.temporal_setup import connect, ensure_search_attributes
-from workers.queues import ALL, QUEUES
+from common.settings import StackSettings
+from common.temporal import connect, ensure_search_attributes
+from common.task_queues import ALL, QUEUES
 from workers.registry import Dependencies, activities_for, worker_options, workflows_for
 
 log = logging.getLogger("qt.worker")

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workers.queues import ML, TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR, TRADE_WORKFLOWS
+from common.task_queues import ML, TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR, TRADE_WORKFLOWS
 
 
 class WorkerSettings(BaseSettings):
@@ -75,7 +75,7 @@ class Dependencies:
         if self.redis is None:
             import redis.asyncio as aioredis
 
-            from qt.settings import StackSettings
+            from common.settings import StackSettings
             self.redis = aioredis.from_url(StackSettings().effective_redis_url, decode_responses=True)
             self._closers.append(self.redis.aclose)
         return self.redis

@@ -23,7 +23,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
-from workers.queues import TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR
+from common.task_queues import TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR
 
 with workflow.unsafe.imports_passed_through():
     from activities.schemas.feedback import FeedbackResult

@@ -42,8 +42,8 @@ from trading.intent import (
     workflow_id_for,
 )
 from trading.models import TradeStatus
-from workers.queues import TRADE_WORKFLOWS
-from workflows import search_attributes as sa
+from common.task_queues import TRADE_WORKFLOWS
+from common import search_attributes as sa
 from workflows.trade_state import TradeResult
 from workflows.trade_view import static_summary
 

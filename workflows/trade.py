@@ -90,7 +90,7 @@ with workflow.unsafe.imports_passed_through():
     # package (the parent of this module), so a from-import of a sibling would re-execute the
     # sibling inside the sandbox for every workflow run instead of passing it through.
     import workflows.activity_calls as calls
-    import workflows.search_attributes as sa
+    import common.search_attributes as sa
     from workflows.trade_state import (
         AdjustLevelsRequest,
         AdjustLevelsResult,

@@ -16,7 +16,7 @@ from api.schemas import Portfolio, PositionView
 from api.security import TOKEN_ERRORS, require_token
 from api.services import Services, services
 from trading.performance import PerformanceReport, performance_report
-from workflows import search_attributes as sa
+from common import search_attributes as sa
 from workflows.starter import WORKFLOW_TYPE
 
 router = APIRouter(prefix="/api/v1", tags=["account"], dependencies=[Depends(require_token)], responses=TOKEN_ERRORS)

@@ -20,7 +20,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from api.services import Services, services
 from signals_ingest.intake_status import read_intake_status
-from workers.queues import ML, QUEUES, TRADE_WORKFLOWS
+from common.task_queues import ML, QUEUES, TRADE_WORKFLOWS
 
 router = APIRouter(tags=["health"])
 _TIMEOUT_S = 5

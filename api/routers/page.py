@@ -41,7 +41,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from activities.gates import KILL_SWITCH_KEY
+from common.redis_keys import KILL_SWITCH_KEY
 from api.routers import account, safety
 from api.routers.trades import _QUERY_TIMEOUT, summary_of
 from api.schemas import Portfolio, PositionView, SafeModeView, TradeSummary

@@ -15,11 +15,11 @@ from fastapi import APIRouter, Depends
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
-from activities.gates import KILL_SWITCH_KEY, SAFE_MODE_KEY
+from common.redis_keys import KILL_SWITCH_KEY, SAFE_MODE_KEY
 from api.schemas import UNREADABLE_BODY, KilledTrade, KillSwitchReport, KillSwitchRequest, SafeModeRequest, SafeModeView
 from api.security import TOKEN_ERRORS, require_token
 from api.services import Services, services
-from workflows import search_attributes as sa
+from common import search_attributes as sa
 from workflows.starter import WORKFLOW_TYPE
 from workflows.trade_state import TradeResult
 

@@ -25,7 +25,7 @@ from api.schemas import (UNREADABLE_BODY, Accepted, AdjustRequest, Problem, Term
 from api.security import TOKEN_ERRORS, require_token
 from api.services import Services, services
 from trading.models import ExitReason, Side, TradeStatus
-from workflows import search_attributes as sa
+from common import search_attributes as sa
 from workflows.starter import WORKFLOW_TYPE
 from workflows.trade_state import AdjustLevelsResult, CloseRequest, TradeResult, TradeState
 

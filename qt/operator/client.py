@@ -41,7 +41,7 @@ def api_target() -> Target:
     """The API's address (`QT_API_URL`, else QT_API_HOST/QT_API_PORT) and its token
     (`QT_API_TOKEN`, else the token file the API wrote; None when neither exists)."""
     from api.security import token_path
-    from qt.settings import StackSettings
+    from common.settings import StackSettings
 
     settings = StackSettings()
     url = os.environ.get("QT_API_URL", "").strip().rstrip("/")

@@ -14,8 +14,8 @@ import uvicorn
 
 from api.app import create_app
 from api.services import Injected
-from qt.settings import StackSettings
-from tests.fixtures.ports import free_port
+from common.settings import StackSettings
+from local_stack.ports import free_port
 
 TOKEN = "test-token-0123456789"
 

@@ -19,7 +19,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from api.routers.page import COOKIE, PLOTLY_JS_PATH, format_price
 from tests.api.conftest import TOKEN
 from tests.api.test_api import open_trade
-from workflows import search_attributes as sa
+from common import search_attributes as sa
 from workflows.starter import WORKFLOW_TYPE
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.integration]

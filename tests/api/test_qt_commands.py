@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from qt.cli import app
 from tests.api.conftest import TOKEN
 from tests.api.test_api import flat
-from tests.fixtures.ports import free_port
+from local_stack.ports import free_port
 from trading.models import TradeStatus
 from workflows.trade_state import TradeResult
 

@@ -32,8 +32,8 @@ import pytest_asyncio
 from temporalio.api.enums.v1 import EventType, WorkflowExecutionStatus
 from temporalio.client import Client, WorkflowHandle
 
-from tests.fixtures.paper import REPO_ROOT, PaperServer
-from tests.fixtures.intents import intent_fields
+from local_stack.paper_server import REPO_ROOT, PaperServer
+from local_stack.intents import intent_fields
 from tests.fixtures.protection import Protection, placements, trade_audit  # noqa: F401 (re-exported)
 from workflows.starter import start_trade
 from workflows.trade_state import TradeResult, TradeState

@@ -18,7 +18,7 @@ from signals_ingest.intake import IntentIntake
 from signals_ingest.intake_settings import IntakeSettings
 from signals_ingest.intake_status import IntakeStatus, read_intake_status
 from signals_ingest.known_symbols import KnownSymbols, usdt_perpetual_ids
-from signals_ingest.streams import TRADE_INTENT_STREAM
+from common.redis_keys import TRADE_INTENT_STREAM
 
 
 def intake_settings(**overrides: Any) -> IntakeSettings:

@@ -11,9 +11,9 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from qt.settings import SEARCH_ATTRIBUTES
-from qt.temporal_setup import temporal_binary
-from tests.fixtures.ports import free_port
+from common.search_attributes import SEARCH_ATTRIBUTES
+from common.temporal import temporal_binary
+from local_stack.ports import free_port
 
 
 class TemporalProcess:

@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 
 from temporalio.client import WorkflowExecutionStatus
 
-from signals_ingest.streams import TRADE_INTENT_STREAM
-from tests.fixtures.intents import intent_fields
+from common.redis_keys import TRADE_INTENT_STREAM
+from local_stack.intents import intent_fields
 from tests.fixtures.trading import running_workers
 from signals_ingest.intake_status import read_intake_status
 from tests.ingest.conftest import intake_settings, wait_until
 from trading.intent import parse_stream_fields, workflow_id_for
-from workflows import search_attributes as sa
+from common import search_attributes as sa
 from workflows.trade_state import TradeResult, TradeState
 
 # The seeds' samples, field for field (000_…: NEARUSDT from the AI engine with its metadata;

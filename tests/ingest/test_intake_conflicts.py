@@ -9,7 +9,7 @@ import json
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
-from tests.fixtures.intents import intent_fields
+from local_stack.intents import intent_fields
 from tests.ingest.conftest import wait_until
 from trading.intent import parse_stream_fields, workflow_id_for
 from workflows.starter import IntentConflict, start_trade

@@ -9,9 +9,9 @@ import subprocess
 import time
 
 from signals_ingest.intake_status import read_intake_status
-from signals_ingest.streams import TRADE_INTENT_STREAM
+from common.redis_keys import TRADE_INTENT_STREAM
 from tests.crash.harness import worker_command, worker_env
-from tests.fixtures.intents import intent_fields
+from local_stack.intents import intent_fields
 from tests.ingest.conftest import intake_settings, wait_until
 from tests.ingest.temporal_process import TemporalProcess
 from trading.intent import parse_stream_fields, workflow_id_for

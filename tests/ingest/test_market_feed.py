@@ -19,11 +19,9 @@ from pydantic import ValidationError
 from activities.market import CANDLE_MS
 from signals_ingest.feed_settings import FeedSettings
 from signals_ingest.market_feed import MarketFeed, run_market_feed, secondary_exchange
-from signals_ingest.streams import (
-    FEED_LAST_KLINE_KEY, MARKET_KLINES_STREAM, MARKET_TICK_STREAM, latest_price_key,
-)
-from tests.fixtures.paper import PaperServer, paper_exchange_client
-from tests.fixtures.ports import free_port
+from common.redis_keys import FEED_LAST_KLINE_KEY, MARKET_KLINES_STREAM, MARKET_TICK_STREAM, latest_price_key
+from local_stack.paper_server import PaperServer, paper_exchange_client
+from local_stack.ports import free_port
 
 pytestmark = pytest.mark.integration
 

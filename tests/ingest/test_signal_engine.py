@@ -27,14 +27,8 @@ from prometheus_client import REGISTRY
 from signals_ingest.model_registry import ModelRegistry
 from signals_ingest.signal_engine import SignalEngine, exchange_divergence
 from signals_ingest.signal_settings import DEFAULT_MODEL_PATH, SignalSettings
-from signals_ingest.streams import (
-    MARKET_KLINES_STREAM,
-    SIGNAL_CHECKPOINT_KEY,
-    SIGNAL_COOLDOWN_KEY,
-    SIGNAL_STREAM,
-    TRADE_INTENT_STREAM,
-    latest_price_key,
-)
+from common.redis_keys import (MARKET_KLINES_STREAM, SIGNAL_CHECKPOINT_KEY, SIGNAL_COOLDOWN_KEY, SIGNAL_STREAM,
+                               TRADE_INTENT_STREAM, latest_price_key)
 from trading.intent import parse_stream_fields, workflow_id_for
 from trading.models import Side
 from trading.signal_rules import FALLBACK_MODEL

@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 
 from signals_ingest.start_priority import BACKLOG_PRIORITY, MarketClock
-from signals_ingest.streams import latest_price_key
-from tests.fixtures.intents import intent_fields
+from common.redis_keys import latest_price_key
+from local_stack.intents import intent_fields
 from trading.intent import parse_stream_fields, workflow_id_for
 
 HOUR_MS = 3_600_000

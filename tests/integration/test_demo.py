@@ -21,8 +21,8 @@ from rich.console import Console
 from paper_exchange.config import PaperSettings
 from qt.demo import DemoOptions, demo_main
 from qt.launcher import Stack
-from qt.settings import StackSettings
-from tests.fixtures.ports import free_port
+from common.settings import StackSettings
+from local_stack.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -21,9 +21,8 @@ from activities.exchange import (
 from activities.monitor import MonitorActivities, WatchKind, WatchRequest
 from activities.orders import ClosePositionRequest, OrderType, PlaceOrderRequest
 from activities.price_hub import PriceHub
-from qt.settings import ExchangeSettings
 from trading.models import Side
-from workers.queues import TRADE_EXECUTION
+from common.task_queues import TRADE_EXECUTION
 from workers.registry import Dependencies, activities_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -79,10 +78,10 @@ async def test_production_sources_are_two_clients_each_loaded_once(paper, monkey
 
 
 async def test_orders_do_not_wait_behind_saturated_market_polls(paper):
-    settings = ExchangeSettings(mode="paper")
-    market = create_exchange(settings, paper=paper.settings, purpose="market",
+    settings = paper.settings.client_settings()
+    market = create_exchange(settings, purpose="market",
                              budget=WeightBudget(per_minute=600, burst=0))
-    orders = create_exchange(settings, paper=paper.settings, purpose="orders")
+    orders = create_exchange(settings, purpose="orders")
     hub = PriceHub(market, poll_interval_s=0.05, position_interval_s=0.5, max_backoff_s=0.2)
     deps = Dependencies(exchange=market, order_exchange=orders, hub=hub)
     env = ActivityEnvironment()

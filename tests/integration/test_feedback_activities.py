@@ -14,11 +14,10 @@ import pytest
 import redis.asyncio as aioredis
 from temporalio.testing import ActivityEnvironment
 
-from activities.feedback import (
-    EXECUTION_RESULT_STREAM, OUTCOME_STREAM, TRADE_CLOSED_STREAM, ExecutionReport,
-    FeedbackActivities, PositionSnapshot, RecordCloseRequest, RecordPositionRequest,
-    TradeClosedEvent, TradeOutcome, position_key, read_outcomes, read_position,
-)
+from activities.feedback import (ExecutionReport, FeedbackActivities, PositionSnapshot, RecordCloseRequest,
+                                 RecordPositionRequest, TradeClosedEvent, TradeOutcome, position_key, read_outcomes,
+                                 read_position)
+from common.redis_keys import EXECUTION_RESULT_STREAM, OUTCOME_STREAM, TRADE_CLOSED_STREAM
 from trading.models import ExitReason, Side
 
 pytestmark = pytest.mark.integration

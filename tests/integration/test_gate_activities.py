@@ -14,14 +14,13 @@ from decimal import Decimal
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.gates import (
-    GATE_ORDER, GATE_REJECTIONS_KEY, KILL_SWITCH_KEY, SAFE_MODE_KEY, ClearSafeModeRequest, GateActivities, GateRequest,
-    ReleaseLockRequest, SafeModeRequest, cooldown_key, lock_key,
-)
+from activities.gates import (GATE_ORDER, ClearSafeModeRequest, GateActivities, GateRequest, ReleaseLockRequest,
+                              SafeModeRequest, cooldown_key, lock_key)
+from common.redis_keys import GATE_REJECTIONS_KEY, KILL_SWITCH_KEY, SAFE_MODE_KEY
 from activities.risk_settings import RiskSettings
 from signals_ingest.feed_settings import FeedSettings
 from signals_ingest.market_feed import MarketFeed
-from signals_ingest.streams import latest_price_key
+from common.redis_keys import latest_price_key
 from trading.intent import TradeIntent
 
 pytestmark = pytest.mark.integration

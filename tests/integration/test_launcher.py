@@ -29,9 +29,10 @@ from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
-from qt.settings import SEARCH_ATTRIBUTES, StackSettings
-from qt.temporal_setup import connect, registered_search_attributes
-from tests.fixtures.ports import free_port
+from common.search_attributes import SEARCH_ATTRIBUTES
+from common.settings import StackSettings
+from common.temporal import connect, registered_search_attributes
+from local_stack.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.market import CANDLE_MS, FEATURE_CANDLES, MarketActivities, SymbolRequest, candle_from_row
-from tests.fixtures.paper import PaperServer, paper_exchange_client
+from local_stack.paper_server import PaperServer, paper_exchange_client
 from trading.features import REGIMES, compute_features
 
 pytestmark = pytest.mark.integration

@@ -42,9 +42,9 @@ from pathlib import Path
 
 import pytest
 
-from qt.settings import StackSettings
-from qt.temporal_setup import connect, temporal_binary
-from tests.fixtures.ports import free_port
+from common.settings import StackSettings
+from common.temporal import connect, temporal_binary
+from local_stack.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
 

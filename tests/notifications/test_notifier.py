@@ -11,10 +11,10 @@ import time
 import pytest
 from aiohttp import web
 
-from activities.gates import SAFE_MODE_KEY
+from common.redis_keys import SAFE_MODE_KEY
 from notifications.notifier import Notifier
 from notifications.settings import NotifySettings
-from tests.fixtures.ports import free_port
+from local_stack.ports import free_port
 from trading.models import TradeStatus
 from workflows.trade_state import TradeResult
 

@@ -18,7 +18,7 @@ import pytest
 from paper_exchange.config import PaperSettings, SymbolSpec, default_symbols
 from paper_exchange.replay import klines, load_path
 from paper_exchange.service import PaperExchange
-from tests.fixtures.paper import START_MS, PaperServer, paper_exchange_client
+from local_stack.paper_server import START_MS, PaperServer, paper_exchange_client
 
 EPOCH = 1_735_689_600_000  # 2025-01-01 00:00 UTC (the replay's start in the tests)
 FILE_T0 = 1_577_836_800_000  # 2020-01-01 00:00 UTC (the recording's first open time)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from activities.exchange_errors import FailureKind, classify_exchange_error
 from paper_exchange.config import PaperSettings
-from tests.fixtures.paper import PaperServer, paper_exchange_client
+from local_stack.paper_server import PaperServer, paper_exchange_client
 
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
 ORDER_PATHS = ("/fapi/v1/order", "/fapi/v1/algoOrder")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.paper import PaperServer, paper_exchange_client
+from local_stack.paper_server import PaperServer, paper_exchange_client
 
 BTC, ETH, NEAR, XRP = "BTC/USDT:USDT", "ETH/USDT:USDT", "NEAR/USDT:USDT", "XRP/USDT:USDT"
 HOUR = 3_600_000

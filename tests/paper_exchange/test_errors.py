@@ -11,7 +11,7 @@ import ccxt.async_support as ccxt
 import pytest
 
 from activities.exchange_errors import FailureKind, classify_exchange_error
-from tests.fixtures.paper import paper_exchange_client
+from local_stack.paper_server import paper_exchange_client
 
 BTC = "BTC/USDT:USDT"
 LIMIT = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",

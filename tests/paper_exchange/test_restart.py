@@ -5,7 +5,7 @@ from __future__ import annotations
 import ccxt.async_support as ccxt
 import pytest
 
-from tests.fixtures.paper import paper_exchange_client
+from local_stack.paper_server import paper_exchange_client
 
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
 

@@ -17,7 +17,7 @@ import pytest
 import typer.main
 import yaml
 
-from qt.settings import SEARCH_ATTRIBUTES
+from common.search_attributes import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.temporal.yml"
@@ -30,7 +30,7 @@ MUST_BE_HEALTHCHECKED = {"postgres", "temporal", "redis", "api", "paper-exchange
 # Custom search attribute columns PostgreSQL (SQL) visibility pre-allocates per namespace
 # (schema/postgresql/v12/visibility/schema.sql: Keyword01..10, Double01..03, ...).
 SQL_VISIBILITY_SLOTS = {"Keyword": 10, "Double": 3, "Int": 3, "Bool": 3, "Datetime": 3, "Text": 3, "KeywordList": 3}
-# Fallback only: the queue names come from workers.queues (what `qt worker` itself accepts).
+# Fallback only: the queue names come from common.task_queues (what `qt worker` itself accepts).
 FALLBACK_QUEUES = {"trade-workflows", "trade-execution", "trade-monitor", "trade-market", "ml", "all"}
 
 
@@ -69,7 +69,7 @@ def _env(svc: dict) -> dict:
 
 def _queues_qt_accepts() -> set[str]:
     try:
-        from workers.queues import ALL, QUEUES
+        from common.task_queues import ALL, QUEUES
     except ImportError:  # the worker package moved: fall back to the list in the brief
         return FALLBACK_QUEUES
     return {*QUEUES, ALL}

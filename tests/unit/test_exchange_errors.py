@@ -25,7 +25,7 @@ from activities.exchange import (
 from activities.exchange_errors import FailureKind, classify_exchange_error, exchange_error_code, redact
 from activities.temporal_errors import to_application_error
 from paper_exchange.config import PaperSettings
-from qt.settings import ExchangeSettings
+from common.settings import ExchangeSettings
 
 LOCAL_URL = "http://127.0.0.1:8100/fapi/v1/order"
 
@@ -109,7 +109,7 @@ def test_code_extraction_ignores_text_without_code():
 
 def test_paper_client_points_every_fapi_url_at_the_paper_exchange():
     paper = PaperSettings(host="127.0.0.1", port=18100)
-    exchange = create_exchange(ExchangeSettings(mode="paper"), paper=paper)
+    exchange = create_exchange(paper.client_settings())
     fapi = {k: v for k, v in exchange.urls["api"].items() if k.startswith("fapi")}
     assert fapi and all(v.startswith("http://127.0.0.1:18100/") for v in fapi.values())
     assert exchange.apiKey == paper.api_key
@@ -342,3 +342,15 @@ async def test_history_reads_take_the_bulk_lane(api, path, bulk):
     cost = exchange.calculate_rate_limiter_cost([api], "GET", path, {"symbol": "BTCUSDT"}, {"cost": 1})
     await exchange.throttle(cost)
     assert lanes == [bulk]
+
+
+def test_the_paper_address_and_keys_come_from_the_paper_exchanges_own_variables(monkeypatch):
+    monkeypatch.setenv("QT_PAPER_HOST", "10.1.2.3")
+    monkeypatch.setenv("QT_PAPER_PORT", "18200")
+    monkeypatch.setenv("QT_PAPER_API_KEY", "k-1")
+    settings = ExchangeSettings()
+    assert (settings.mode, settings.paper_url, settings.paper_api_key) == ("paper", "http://10.1.2.3:18200", "k-1")
+    assert PaperSettings().base_url == settings.paper_url  # both ends read the same variables
+    exchange = create_exchange(settings)
+    assert all(v.startswith("http://10.1.2.3:18200/") for k, v in exchange.urls["api"].items() if k.startswith("fapi"))
+    assert exchange.apiKey == "k-1"

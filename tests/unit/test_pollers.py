@@ -21,7 +21,7 @@ from qt.pollers import (
     served_queues,
     worker_identity,
 )
-from workers.queues import ML, QUEUES
+from common.task_queues import ML, QUEUES
 from workers.registry import Dependencies, activities_for, workflows_for
 
 

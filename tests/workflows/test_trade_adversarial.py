@@ -25,14 +25,14 @@ import redis.asyncio as aioredis
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDReusePolicy
 
-from activities.gates import GATE_REJECTIONS_KEY
+from common.redis_keys import GATE_REJECTIONS_KEY
 from activities.risk_settings import RiskSettings
 from tests.fixtures.client_ids import trade_cid
-from tests.fixtures.intents import intent_fields
-from tests.fixtures.stack import RedisServer
+from local_stack.intents import intent_fields
+from local_stack.redis_server import RedisServer
 from tests.fixtures.trading import TEST_POLICY, running_workers
 from trading.models import TradeStatus
-from workers.queues import TRADE_WORKFLOWS
+from common.task_queues import TRADE_WORKFLOWS
 from workflows.starter import start_trade
 from workflows.trade_state import Stage, TradeResult
 

@@ -15,8 +15,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.schemas.policy import MonitorPolicy, TradePolicy
-from qt.settings import SEARCH_ATTRIBUTES
-from qt.temporal_setup import temporal_binary
+from common.search_attributes import SEARCH_ATTRIBUTES
+from common.temporal import temporal_binary
 from tests.fixtures.client_ids import trade_cid
 from tests.fixtures.stack import _SA_KEYS
 from tests.fixtures.trading import TradeRig, running_workers

@@ -8,12 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from activities.feedback import (
-    EXECUTION_RESULT_STREAM,
-    TRADE_CLOSED_STREAM,
-    read_outcomes,
-    read_position,
-)
+from activities.feedback import read_outcomes, read_position
+from common.redis_keys import EXECUTION_RESULT_STREAM, TRADE_CLOSED_STREAM
 from workflows.trade_state import TradeResult
 
 pytestmark = pytest.mark.timeout(120)

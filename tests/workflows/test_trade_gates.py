@@ -10,9 +10,10 @@ import pytest
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from activities.gates import KILL_SWITCH_KEY, SAFE_MODE_KEY, cooldown_key, lock_key
+from activities.gates import cooldown_key, lock_key
+from common.redis_keys import KILL_SWITCH_KEY, SAFE_MODE_KEY
 from trading.models import TradeStatus
-from workers.queues import TRADE_WORKFLOWS
+from common.task_queues import TRADE_WORKFLOWS
 from workflows.starter import start_trade
 from workflows.trade_state import TradeResult
 

@@ -7,6 +7,7 @@ So the launcher (and any worker, at start) checks the namespace and adds what is
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import sys
@@ -27,7 +28,10 @@ from temporalio.runtime import (
     TelemetryFilter,
 )
 
-from qt.settings import SEARCH_ATTRIBUTES, StackSettings
+from common.search_attributes import SEARCH_ATTRIBUTES
+from common.settings import StackSettings
+
+log = logging.getLogger(__name__)
 
 _INDEXED_TYPE = {
     "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
@@ -107,3 +111,23 @@ async def ensure_search_attributes(client: Client) -> list[str]:
             )
         )
     return sorted(missing)
+
+
+async def connect_when_up(stop: asyncio.Event, settings: StackSettings | None = None) -> Client | None:
+    """The Temporal client, retrying with backoff while the server is unreachable (or None if
+    stopped first): a process started before Temporal (the intake, the
+    notifier) simply waits; what it would read stays in Redis."""
+    settings = settings or StackSettings()
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            return await connect(settings)
+        except Exception as err:  # noqa: BLE001 - connection refused, DNS, TLS...
+            log.warning("Temporal at %s unreachable (%s); retrying in %.1f s",
+                        settings.temporal_address, err, delay)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, 10.0)
+    return None

@@ -1,9 +1,10 @@
-"""Configuration of the local stack and of the exchange connection, read from `QT_*` env vars.
+"""Configuration every process shares, read from `QT_*` env vars (pydantic-settings).
 
 One class per concern, so each process reads only what it needs:
 - `StackSettings` (`QT_`): where Temporal and Redis are, where local state lives.
-- `ExchangeSettings` (`QT_EXCHANGE_`): which exchange ccxt talks to (paper, testnet or live).
-The paper exchange has its own `PaperSettings` (`QT_PAPER_`) in `paper_exchange/config.py`.
+- `ExchangeSettings` (`QT_EXCHANGE_`): which exchange ccxt talks to (paper, testnet or live), and
+  where the paper exchange answers (`QT_PAPER_HOST`, `QT_PAPER_PORT`, its keys: the same
+  variables the paper exchange itself reads in `paper_exchange/config.py`).
 """
 
 from __future__ import annotations
@@ -14,21 +15,6 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-# The custom search attributes every TradeWorkflow upserts (SPEC: "Visible in the Web UI").
-# The launcher registers them at start; workers check for them before polling.
-SEARCH_ATTRIBUTES: dict[str, str] = {
-    "Symbol": "Keyword",
-    "Side": "Keyword",
-    "TradeStatus": "Keyword",
-    "ExitReason": "Keyword",
-    "IntentSource": "Keyword",
-    "ModelVersion": "Keyword",
-    "RealizedPnl": "Double",
-    "Leverage": "Double",
-    "Confidence": "Double",
-}
-
 
 def symbol_list(value: object) -> object:
     """`BTCUSDT,ETHUSDT` or a JSON list → upper-case, trimmed, empties dropped (a `mode="before"`
@@ -103,7 +89,7 @@ class ExchangeSettings(BaseSettings):
     `testnet` is Binance's futures demo trading; `live` is real money.
     """
 
-    model_config = SettingsConfigDict(env_prefix="QT_EXCHANGE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="QT_EXCHANGE_", extra="ignore", populate_by_name=True)
 
     mode: Literal["paper", "testnet", "live"] = "paper"
     api_key: SecretStr | None = None
@@ -111,3 +97,14 @@ class ExchangeSettings(BaseSettings):
     # ccxt's own per-request timeout; activities add their own start-to-close timeouts.
     timeout_ms: int = Field(10_000, ge=100, le=120_000)
     recv_window_ms: int = Field(5_000, ge=1, le=60_000)
+    # Where the paper exchange answers (mode "paper"), with its local keys: the same QT_PAPER_*
+    # variables the paper exchange itself reads, so both ends agree with one setting.
+    paper_host: str = Field("127.0.0.1", validation_alias="QT_PAPER_HOST")
+    paper_port: int = Field(8100, ge=1, le=65_535, validation_alias="QT_PAPER_PORT")
+    paper_api_key: str = Field("qt-paper-key", validation_alias="QT_PAPER_API_KEY")
+    paper_api_secret: SecretStr = Field(SecretStr("qt-paper-secret"), validation_alias="QT_PAPER_API_SECRET")
+
+    @property
+    def paper_url(self) -> str:
+        host = f"[{self.paper_host}]" if ":" in self.paper_host else self.paper_host
+        return f"http://{host}:{self.paper_port}"
