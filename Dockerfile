@@ -24,6 +24,7 @@ RUN groupadd --system --gid 10001 qt \
 # Project metadata first, then the packages listed in pyproject's [tool.setuptools.packages.find].
 WORKDIR /tmp/src
 COPY pyproject.toml README.md ./
+COPY common ./common
 COPY qt ./qt
 COPY trading ./trading
 COPY workflows ./workflows
