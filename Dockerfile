@@ -25,6 +25,7 @@ RUN groupadd --system --gid 10001 qt \
 WORKDIR /tmp/src
 COPY pyproject.toml README.md ./
 COPY common ./common
+COPY exchange ./exchange
 COPY qt ./qt
 COPY trading ./trading
 COPY workflows ./workflows

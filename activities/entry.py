@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 from temporalio import activity
@@ -41,6 +40,7 @@ from activities.schemas.orders import (
     LATE_ENTRY_REFUSED, WOULD_TRIGGER_IMMEDIATELY, OrderResult, OrderType, PlaceOrderRequest,
 )
 from activities.temporal_errors import to_application_error
+from exchange.parse import last_price
 from trading.entry_checks import EntryGuard, late_entry_problems
 from trading.levels import rebase_levels
 
@@ -126,7 +126,7 @@ class EntryActivities:
             ticker = await exchange.fetch_ticker(unified)
         except Exception as exc:  # noqa: BLE001
             raise to_application_error(exc) from exc
-        price = Decimal(str((ticker.get("info") or {}).get("lastPrice") or ticker["last"]))
+        price = last_price(ticker)
         problems = late_entry_problems(guard, price)
         if problems:
             raise ApplicationError(

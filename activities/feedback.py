@@ -30,6 +30,7 @@ from activities.schemas.feedback import (  # noqa: F401 (re-exported)
     ExecutionReport, FeedbackResult, PositionSnapshot, RecordCloseRequest, RecordPositionRequest,
     TradeClosedEvent, TradeOutcome,
 )
+from common.redis_values import decoded
 from common.redis_keys import (EXECUTION_RESULT_STREAM, FEEDBACK_DONE_KEY, OUTCOME_STREAM, POSITION_KEY,
                                TRADE_CLOSED_STREAM)
 from trading.models import Side
@@ -104,10 +105,6 @@ def position_key(symbol: str) -> str:
 def done_key(workflow_id: str, kind: str, id: str) -> str:
     return FEEDBACK_DONE_KEY.format(workflow_id=workflow_id, kind=kind, id=id)
 
-
-def _text(value: Any) -> Any:
-    """Works with clients with or without decode_responses."""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _flat(value: Any) -> str:
@@ -228,7 +225,7 @@ class FeedbackActivities:
     async def record_position(self, request: RecordPositionRequest) -> FeedbackResult:
         # The hash first: a consumer woken by the fill finds the position already updated.
         position = request.position
-        outcome, detail = map(_text, await self._write_position(
+        outcome, detail = map(decoded, await self._write_position(
             keys=[position_key(position.symbol),
                   done_key(position.workflow_id, KIND_CLOSED, ONCE)],
             args=[position.workflow_id, position.version,
@@ -250,7 +247,7 @@ class FeedbackActivities:
     @activity.defn(name="record_close")
     async def record_close(self, request: RecordCloseRequest) -> FeedbackResult:
         closed, workflow_id = request.closed, request.closed.workflow_id
-        deleted, owner = map(_text, await self._delete_position(
+        deleted, owner = map(decoded, await self._delete_position(
             keys=[position_key(closed.symbol)], args=[workflow_id]))
         if not int(deleted) and owner:
             activity.logger.warning("position hash %s belongs to %s, not %s: left in place",
@@ -280,7 +277,7 @@ async def read_outcomes(redis: aioredis.Redis, since_ms: int | None = None,
     while True:
         entries = await redis.xrange(OUTCOME_STREAM, min=start, max="+", count=page)
         for entry_id, raw in entries:
-            fields = {_text(k): _text(v) for k, v in raw.items()}
+            fields = {decoded(k): decoded(v) for k, v in raw.items()}
             closed_at = int(fields.get("closed_at_ms") or 0)
             workflow_id = fields.get("workflow_id", "")
             if since_ms is not None and closed_at < since_ms:
@@ -291,7 +288,7 @@ async def read_outcomes(redis: aioredis.Redis, since_ms: int | None = None,
             found.append((closed_at, len(found), fields["json"]))
         if len(entries) < page:
             break
-        start = "(" + _text(entries[-1][0])
+        start = "(" + decoded(entries[-1][0])
     found.sort()
     if limit is not None:
         found = found[:max(0, limit)]
@@ -301,4 +298,4 @@ async def read_outcomes(redis: aioredis.Redis, since_ms: int | None = None,
 async def read_position(redis: aioredis.Redis, symbol: str) -> dict[str, str] | None:
     """The position hash of a symbol as strings, or None when there is none."""
     raw = await redis.hgetall(position_key(symbol))
-    return {_text(k): _text(v) for k, v in raw.items()} if raw else None
+    return {decoded(k): decoded(v) for k, v in raw.items()} if raw else None

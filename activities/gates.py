@@ -14,14 +14,13 @@ from collections.abc import Awaitable, Callable
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 from temporalio import activity
 
-from activities.exchange import ExchangeHolder, ExchangeSource, shared_exchange
-from activities.market import rules_from_market, to_decimal
+from exchange.client import ExchangeHolder, ExchangeSource, shared_exchange
+from activities.market import rules_from_market
 from activities.schemas.gates import (  # noqa: F401 (re-exported)
     ClearSafeModeRequest, GateReport, GateRequest, GateVerdict, ReleaseLockRequest, ReleaseLockResult,
     SafeModeRequest, SafeModeState,
@@ -31,7 +30,9 @@ from activities.schemas.policy import TradePolicy
 from trading.features import MarketFeatures
 from activities.risk_settings import RiskSettings
 from activities.temporal_errors import to_application_error
+from common.redis_values import decoded
 from common.latest_price import parse_latest_price
+from exchange.parse import balance_of, last_price, positions_of
 from common.redis_keys import (COOLDOWN_KEY, FIRST_RUN_KEY, GATE_REJECTIONS_KEY, KILL_SWITCH_KEY, LOCK_KEY,
                                SAFE_MODE_KEY, latest_price_key)
 from trading.entry_checks import EntryGuard, deviation_problem, price_deviation_pct
@@ -101,10 +102,6 @@ def cooldown_key(symbol: str) -> str:
 def first_run_key(workflow_id: str) -> str:
     return FIRST_RUN_KEY.format(workflow_id=workflow_id)
 
-
-def _text(value: Any) -> Any:
-    """Works with clients with or without decode_responses."""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _ttl_text(ttl: int) -> str:
@@ -185,9 +182,9 @@ class GateActivities:
             pipe.ttl(cooldown_key(symbol)).get(cooldown_key(symbol)).get(lock_key(symbol))
             pipe.get(first_run_key(request.workflow_id)).hgetall(latest_price_key(symbol))
             *replies, feed = await pipe.execute()
-            safe, safe_ttl, kill, cool_ttl, cool_value, owner, first_run = map(_text, replies)
+            safe, safe_ttl, kill, cool_ttl, cool_value, owner, first_run = map(decoded, replies)
         prefix = LOCK_KEY.format(symbol="")
-        locked = {_text(k)[len(prefix):] async for k in r.scan_iter(match=prefix + "*", count=500)}
+        locked = {decoded(k)[len(prefix):] async for k in r.scan_iter(match=prefix + "*", count=500)}
         price, price_time = self._feed_price(feed)
         return _Snapshot(safe_mode=safe, safe_mode_ttl=safe_ttl, kill_switch=kill, cooldown_ttl=cool_ttl,
                          cooldown_value=cool_value, first_run=first_run, lock_owner=owner,
@@ -219,22 +216,16 @@ class GateActivities:
                 unified = market[0]["symbol"]
                 snap.rules = rules_from_market(exchange.market(unified), None)
                 if snap.price is None:  # no fresh price from the market feed: ask the exchange
-                    ticker = await exchange.fetch_ticker(unified)
-                    snap.price = Decimal(str((ticker.get("info") or {}).get("lastPrice") or ticker["last"]))
-            balance = (await exchange.fetch_balance()).get("info") or {}
-            positions = await exchange.fetch_positions()
+                    snap.price = last_price(await exchange.fetch_ticker(unified))
+            balance = balance_of(await exchange.fetch_balance())
+            positions = positions_of(await exchange.fetch_positions())
         except Exception as exc:  # noqa: BLE001
             raise to_application_error(exc) from exc
-        for p in positions:
-            info = p.get("info") or {}
-            amount = to_decimal(info.get("positionAmt")) or Decimal(0)
-            if amount:
-                mark = to_decimal(info.get("markPrice")) or to_decimal(p.get("markPrice")) or Decimal(0)
-                notional = to_decimal(info.get("notional")) or amount * mark
-                snap.open_notional[info.get("symbol") or p["symbol"]] = abs(notional)
+        for position in positions:
+            snap.open_notional[position.symbol] = position.notional
         snap.read_at_ms = int(time.time() * 1000)
-        snap.equity = to_decimal(balance.get("totalMarginBalance"))
-        snap.free_margin = to_decimal(balance.get("availableBalance"))
+        snap.equity = balance.margin_balance
+        snap.free_margin = balance.available_balance
 
     def _feed_price(self, fields: dict) -> tuple[Decimal | None, int | None]:
         """The market feed's latest price and its exchange time, if the feed received it within
@@ -379,7 +370,7 @@ class GateActivities:
             taken, owner, first_run = await self._redis.eval(
                 _TAKE_LUA, 2, key, first_run_key(workflow_id), workflow_id,
                 request.first_run_id or "", FIRST_RUN_TTL_S)
-            owner, first_run = _text(owner) or None, _text(first_run) or None
+            owner, first_run = decoded(owner) or None, decoded(first_run) or None
             if int(taken):
                 return GateVerdict(name=name, passed=True, detail=f"lock on {symbol} taken"), True
             if first_run is not None:
@@ -463,7 +454,7 @@ class GateActivities:
         released, owner = await self._redis.eval(
             _RELEASE_LUA, 2, lock_key(request.symbol), cooldown_key(request.symbol),
             request.workflow_id, ttl, "" if until is None else str(until))
-        return ReleaseLockResult(released=bool(int(released)), owner=_text(owner) or None,
+        return ReleaseLockResult(released=bool(int(released)), owner=decoded(owner) or None,
                                  cooldown_s=max(0, request.cooldown_s))
 
     @activity.defn(name="set_safe_mode")

@@ -11,25 +11,17 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.exchange import ExchangeHolder, ExchangeSource, shared_market_exchange
-from activities.exchange_errors import FailureKind
-from activities.schemas.market import PriceResult, SymbolRequest, SymbolRules  # noqa: F401
+from activities.schemas.market import PriceResult, SymbolRules
 from activities.schemas.monitor import Candle
 from activities.temporal_errors import to_application_error
-from trading.features import MarketFeatures, compute_features
+from exchange.client import ExchangeHolder, ExchangeSource, shared_market_exchange
+from exchange.errors import FailureKind
+from exchange.parse import last_price, symbol_filters, to_decimal  # noqa: F401 (to_decimal: used by callers)
+from trading.features import CANDLE_MS, MarketFeatures, compute_features
 
-CANDLE_MS = 5 * 60 * 1000  # the paper exchange, the kill score and the features use 5m candles
 FEATURE_CANDLES = 48  # 4 hours of 5m candles per feature computation
-
-
-def to_decimal(value: Any) -> Decimal | None:
-    """Exact Decimal from an exchange string/number; None for absent or empty values."""
-    if value is None or value == "":
-        return None
-    return Decimal(str(value))
 
 
 def resolve_symbol(exchange: Any, symbol: str) -> str:
@@ -60,13 +52,9 @@ def closed_candles(rows: list[list], now_ms: int) -> list[Candle]:
     return [candle_from_row(r) for r in rows if int(r[0]) + CANDLE_MS <= now_ms]
 
 
-def _filters(market: dict) -> dict[str, dict]:
-    return {f.get("filterType"): f for f in (market.get("info") or {}).get("filters") or []}
-
-
 def rules_from_market(market: dict, max_leverage: int | None) -> SymbolRules:
     """Binance's raw filters first (exact strings), ccxt's parsed precision/limits as fallback."""
-    filters = _filters(market)
+    filters = symbol_filters(market)
     price_filter, lot = filters.get("PRICE_FILTER", {}), filters.get("LOT_SIZE", {})
     limits = market.get("limits") or {}
     amount_limits, cost_limits = limits.get("amount") or {}, limits.get("cost") or {}
@@ -119,9 +107,7 @@ class MarketActivities:
             time_ms = ticker.get("timestamp") or await exchange.fetch_time()
         except Exception as exc:  # noqa: BLE001
             raise to_application_error(exc) from exc
-        last = (ticker.get("info") or {}).get("lastPrice") or ticker["last"]
-        return PriceResult(symbol=exchange.market(unified)["id"], price=Decimal(str(last)),
-                           time_ms=int(time_ms))
+        return PriceResult(symbol=exchange.market(unified)["id"], price=last_price(ticker), time_ms=int(time_ms))
 
     async def features(self, symbol: str, window: int = FEATURE_CANDLES) -> MarketFeatures | None:
         exchange = await self._holder.exchange()
@@ -134,17 +120,3 @@ class MarketActivities:
         except Exception as exc:  # noqa: BLE001
             raise to_application_error(exc) from exc
         return compute_features(closed_candles(rows, int(now_ms))[-window:])
-
-    @activity.defn(name="get_market_rules")
-    async def get_market_rules(self, request: SymbolRequest) -> SymbolRules:
-        return await self.rules(request.symbol)
-
-    @activity.defn(name="get_price")
-    async def get_price(self, request: SymbolRequest) -> PriceResult:
-        return await self.price(request.symbol)
-
-    @activity.defn(name="get_market_features")
-    async def get_market_features(self, request: SymbolRequest) -> MarketFeatures | None:
-        """Features over the last 48 closed 5m candles; None while the exchange has fewer than
-        20 (the paper exchange has no candles before its replay start)."""
-        return await self.features(request.symbol)

@@ -30,12 +30,12 @@ from decimal import Decimal
 
 from temporalio import activity
 
-from activities.price_hub import CANDLE_MS, PriceHub, Snapshot, Watch
+from activities.price_hub import PriceHub, Snapshot, Watch
+from trading.features import CANDLE_MS, MarketFeatures
 from activities.schemas.monitor import (  # noqa: F401 (re-exported)
     Candle, CrossedLevel, KillWatch, TrailingSpec, WatchEvent, WatchKind, WatchRequest,
 )
 from trading.exits import KillScore, better_price, kill_score, trail_stop
-from trading.features import MarketFeatures
 from trading.levels import stop_would_trigger, take_would_trigger, tick_above, tick_below
 from trading.models import Side
 

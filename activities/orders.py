@@ -15,59 +15,24 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.exchange import ExchangeHolder, ExchangeSource, shared_order_exchange
-from activities.exchange_errors import FailureKind, classify_exchange_error
+from exchange.client import ExchangeHolder, ExchangeSource, shared_order_exchange
+from exchange.errors import FailureKind, classify_exchange_error
 from activities.market import resolve_symbol, to_decimal
 from activities.schemas.orders import (  # noqa: F401 (re-exported for callers of this module)
     WOULD_TRIGGER_IMMEDIATELY, CancelResult, ClosePositionRequest, ClosePositionResult, Fill,
     FillsRequest, FillsResult, FundingPayment, OrderRef, OrderResult, OrderType, PlaceOrderRequest,
-    PositionRequest, PositionResult, SetLeverageRequest, SetLeverageResult,
+    PositionRequest, PositionResult,
 )
 from activities.temporal_errors import to_application_error
+from exchange.models import Position
+from exchange.parse import fill_of, order_of, position_of
 from trading.models import Side
 
 # -- helpers -------------------------------------------------------------------------------------
 
 
 def _order_result(order: dict, symbol_id: str, *, conditional: bool, existed: bool) -> OrderResult:
-    info = order.get("info") or {}
-    if conditional:
-        exchange_type = info.get("orderType") or str(order.get("type")).upper()
-        exchange_status = info.get("algoStatus") or str(order.get("status"))
-        quantity = to_decimal(info.get("quantity")) or to_decimal(order.get("amount"))
-        filled = Decimal(0)  # an algo order fills through its triggered market order
-    else:
-        exchange_type = info.get("type") or str(order.get("type")).upper()
-        exchange_status = info.get("status") or str(order.get("status"))
-        quantity = to_decimal(info.get("origQty")) or to_decimal(order.get("amount"))
-        filled = to_decimal(info.get("executedQty")) or to_decimal(order.get("filled")) or Decimal(0)
-    average = to_decimal(info.get("avgPrice")) or to_decimal(order.get("average"))
-    price = to_decimal(info.get("price")) or to_decimal(order.get("price"))
-    trigger = to_decimal(info.get("triggerPrice") or info.get("stopPrice")) or to_decimal(
-        order.get("triggerPrice"))
-    status = order.get("status")
-    if conditional and exchange_status in ("TRIGGERED", "FINISHED"):
-        status = "closed"  # ccxt leaves some algo states unmapped
-    return OrderResult(
-        symbol=symbol_id,
-        order_id=str(order.get("id")),
-        client_order_id=str(order.get("clientOrderId") or info.get("clientAlgoId")
-                            or info.get("clientOrderId")),
-        side=str(info.get("side") or order.get("side", "")).upper(),
-        type=exchange_type,
-        conditional=conditional,
-        status=str(status or exchange_status).lower(),
-        exchange_status=str(exchange_status),
-        quantity=quantity or Decimal(0),
-        filled=filled,
-        average_price=average if average else None,  # Binance sends "0" before any fill
-        price=price if price else None,
-        trigger_price=trigger if trigger else None,
-        reduce_only=bool(order.get("reduceOnly") or info.get("reduceOnly")),
-        triggered_order_id=str(info["actualOrderId"]) if info.get("actualOrderId") else None,
-        time_ms=order.get("timestamp") or info.get("updateTime") or info.get("createTime"),
-        already_existed=existed,
-    )
+    return OrderResult(**dict(order_of(order, symbol_id, conditional=conditional)), already_existed=existed)
 
 
 def _is_not_found(exc: BaseException) -> bool:
@@ -128,12 +93,6 @@ class OrderActivities:
         return mode
 
     set_margin_and_leverage = _set_leverage  # (for activities/entry.py)
-
-    @activity.defn(name="set_leverage")
-    async def set_leverage(self, request: SetLeverageRequest) -> SetLeverageResult:
-        exchange, unified, symbol_id = await self._client(request.symbol)
-        mode = await self._set_leverage(exchange, unified, request.leverage, request.isolated)
-        return SetLeverageResult(symbol=symbol_id, leverage=request.leverage, margin_mode=mode)
 
     @activity.defn(name="place_order")
     async def place_order(self, request: PlaceOrderRequest) -> OrderResult:
@@ -226,19 +185,15 @@ class OrderActivities:
         final = await self._lookup(exchange, unified, symbol_id, cid, conditional)
         return CancelResult(found=True, canceled_now=canceled_now, order=final or order)
 
-    async def _signed_position(self, exchange: Any, unified: str) -> tuple[Decimal, dict | None]:
+    async def _signed_position(self, exchange: Any, unified: str) -> tuple[Decimal, Position | None]:
         try:
             positions = await exchange.fetch_positions([unified], {"useV2": True})
         except Exception as exc:  # noqa: BLE001
             raise to_application_error(exc) from exc
-        for position in positions:
-            if position.get("symbol") == unified:
-                amount = to_decimal((position.get("info") or {}).get("positionAmt"))
-                if amount is None:  # ccxt's unsigned contracts + side
-                    amount = to_decimal(position.get("contracts")) or Decimal(0)
-                    amount = -amount if position.get("side") == "short" else amount
-                if amount:
-                    return amount, position
+        for raw in positions:
+            position = position_of(raw) if raw.get("symbol") == unified else None
+            if position is not None:
+                return position.quantity, position
         return Decimal(0), None
 
     @activity.defn(name="close_position")
@@ -265,7 +220,7 @@ class OrderActivities:
         quantity, position = await self._signed_position(exchange, unified)
         try:
             time_ms = int(await exchange.fetch_time())
-            leverage = position.get("leverage") if position else None
+            leverage = position.leverage if position else None
             if leverage is None:  # flat: positionRisk lists nothing, ask for the setting
                 leverage = (await exchange.fetch_leverage(unified)).get("longLeverage")
             mark = None
@@ -277,19 +232,11 @@ class OrderActivities:
             return PositionResult(symbol=symbol_id, quantity=Decimal(0),
                                   leverage=int(leverage) if leverage else None,
                                   mark_price=to_decimal(mark), exchange_time_ms=time_ms)
-        info = position.get("info") or {}
         return PositionResult(
-            symbol=symbol_id,
-            quantity=quantity,
-            entry_price=to_decimal(info.get("entryPrice")) or to_decimal(position.get("entryPrice")),
-            liquidation_price=to_decimal(info.get("liquidationPrice"))
-            or to_decimal(position.get("liquidationPrice")),
-            leverage=int(leverage) if leverage else None,
-            margin_mode=position.get("marginMode") or info.get("marginType"),
-            unrealized_pnl=to_decimal(info.get("unRealizedProfit"))
-            or to_decimal(position.get("unrealizedPnl")) or Decimal(0),
-            mark_price=to_decimal(info.get("markPrice")) or to_decimal(position.get("markPrice")),
-            exchange_time_ms=time_ms,
+            symbol=symbol_id, quantity=quantity, entry_price=position.entry_price,
+            liquidation_price=position.liquidation_price, leverage=int(leverage) if leverage else None,
+            margin_mode=position.margin_mode, unrealized_pnl=position.unrealized_pnl,
+            mark_price=position.mark_price, exchange_time_ms=time_ms,
         )
 
     @activity.defn(name="get_fills")
@@ -350,17 +297,4 @@ class OrderActivities:
 
     @staticmethod
     def _fill(trade: dict, client_of: dict[str, str]) -> Fill:
-        info = trade.get("info") or {}
-        order_id = str(info.get("orderId") or trade.get("order"))
-        return Fill(
-            trade_id=str(info.get("id") or trade["id"]),
-            order_id=order_id,
-            client_order_id=client_of.get(order_id),
-            side=str(info.get("side") or trade.get("side")).upper(),
-            price=to_decimal(info.get("price")) or Decimal(str(trade["price"])),
-            quantity=to_decimal(info.get("qty")) or Decimal(str(trade["amount"])),
-            fee=to_decimal(info.get("commission")) or Decimal(str((trade.get("fee") or {}).get("cost") or 0)),
-            fee_asset=str(info.get("commissionAsset") or (trade.get("fee") or {}).get("currency") or ""),
-            realized_pnl=to_decimal(info.get("realizedPnl")) or Decimal(0),
-            time_ms=int(info.get("time") or trade["timestamp"]),
-        )
+        return fill_of(trade, client_of)

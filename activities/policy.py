@@ -1,7 +1,5 @@
-"""`get_trade_policy`: the trading rules from `QT_TRADE_*` and `QT_RISK_*`, as one value.
-
-See `activities/schemas/policy.py` for why a workflow gets its policy from an activity.
-"""
+"""The trading rules from `QT_TRADE_*` and `QT_RISK_*`, as one value: the gates hand it to each
+TradeWorkflow in their report (see `activities/schemas/policy.py`)."""
 
 from __future__ import annotations
 
@@ -9,7 +7,6 @@ from decimal import Decimal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from temporalio import activity
 
 from activities.risk_settings import RiskSettings
 from activities.schemas.policy import MonitorPolicy, TradePolicy
@@ -50,8 +47,3 @@ class PolicyActivities:
                  policy: TradePolicy | None = None) -> None:
         # `policy` wins when given (tests and benchmarks pin exact rules).
         self.policy = policy or (trade or TradeSettings()).policy(risk or RiskSettings())
-
-    @activity.defn(name="get_trade_policy")
-    async def get_trade_policy(self) -> TradePolicy:
-        """The policy alone (for the API and tools; a TradeWorkflow gets it in its GateReport)."""
-        return self.policy

@@ -44,13 +44,13 @@ from decimal import Decimal
 from typing import Any
 
 
-from activities.exchange import ExchangeHolder, ExchangeSource, shared_market_exchange
-from activities.exchange_errors import classify_exchange_error
-from activities.market import CANDLE_MS, candle_from_row, resolve_symbol
+from exchange.client import ExchangeHolder, ExchangeSource, shared_market_exchange
+from exchange.errors import classify_exchange_error
+from activities.market import candle_from_row, resolve_symbol
+from trading.features import CANDLE_MS, MarketFeatures, compute_features
 from activities.schemas.monitor import Candle
-from trading.features import MarketFeatures, compute_features
 
-__all__ = ["CANDLE_MS", "CandleHistory", "PriceHub", "Snapshot", "SymbolStats", "Watch"]
+__all__ = ["CandleHistory", "PriceHub", "Snapshot", "SymbolStats", "Watch"]
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ retried (order activities look the order up by client id first, so a retry never
 order); anything the exchange refused on its merits is not. The error `type` is the failure
 kind, so workflows branch on `"insufficient_funds"` rather than on ccxt class names, and the
 details carry the exchange's own code and message for the UI, plus the endpoint asked (method and
-path, never its query: see `activities.exchange_errors.redact`).
+path, never its query: see `exchange.errors.redact`).
 
 Activities raise the result `from` the ccxt exception, so the SDK serializes that exception too
 (as the failure's cause, with its stack trace) and logs it: the exchange client has already
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from temporalio.exceptions import ApplicationError
 
-from activities.exchange_errors import classify_exchange_error
+from exchange.errors import classify_exchange_error
 
 
 def to_application_error(exc: BaseException) -> ApplicationError:

@@ -8,6 +8,7 @@ import logging
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
+from common.redis_values import decoded
 from common.redis_keys import TRADE_CLOSED_STREAM
 from activities.schemas.feedback import TradeClosedEvent
 from trading.performance import ClosedTrade
@@ -32,20 +33,17 @@ async def read_closed_trades(redis: aioredis.Redis, since_ms: int | None = None,
     while True:
         page = await redis.xrange(TRADE_CLOSED_STREAM, min=start, max="+", count=_PAGE)
         for entry_id, raw in page:
-            fields = {_s(k): _s(v) for k, v in raw.items()}
+            fields = {decoded(k): decoded(v) for k, v in raw.items()}
             try:
                 trade = closed_trade_of(fields)
             except (ValidationError, ValueError) as err:
                 unreadable += 1
-                log.warning("unreadable %s entry %s: %s", TRADE_CLOSED_STREAM, _s(entry_id), err)
+                log.warning("unreadable %s entry %s: %s", TRADE_CLOSED_STREAM, decoded(entry_id), err)
                 continue
             at_ms = int(trade.closed_at.timestamp() * 1000)
             if (since_ms is None or at_ms >= since_ms) and (until_ms is None or at_ms < until_ms):
                 trades.append(trade)
         if len(page) < _PAGE:
             return trades, unreadable
-        start = "(" + _s(page[-1][0])
+        start = "(" + decoded(page[-1][0])
 
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -23,7 +23,7 @@ from common.settings import StackSettings
 class Services:
     temporal: Client
     redis: aioredis.Redis
-    exchange: Any  # activities.exchange: a ccxt client (markets loaded on first use)
+    exchange: Any  # exchange.client: a ccxt client (markets loaded on first use)
     settings: StackSettings
     _closers: list = field(default_factory=list)
     # Details of closed trades by (workflow id, run id): a closed run's history never changes, so
@@ -79,7 +79,7 @@ def lifespan_for(settings: StackSettings, injected: Injected):
             closers.append(redis.aclose)
         exchange = injected.exchange
         if exchange is None:
-            from activities.exchange import create_exchange
+            from exchange.client import create_exchange
             exchange = create_exchange()
             closers.append(exchange.close)
         app.state.services = Services(temporal, redis, exchange, settings, closers)

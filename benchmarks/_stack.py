@@ -61,7 +61,7 @@ with workflow.unsafe.imports_passed_through():
     from local_stack.ports import free_port
     from local_stack.redis_server import RedisServer
     from trading.client_ids import client_order_id, run_tag
-    from workers.main import build_workers
+    from workers.main import build_workers, running
     from common.task_queues import QUEUES, TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR, TRADE_WORKFLOWS
     from workers.registry import Dependencies, WorkerSettings, worker_options
     from workflows.starter import start_trade
@@ -286,7 +286,7 @@ RIG = "rig"  # the stack's one client, throttle off (as the test rig)
 SHARED = "shared"  # the previous production wiring: one client for everything, ccxt's own
 #                    throttle and costs (leaky bucket, 50 ms per cost unit, positionRisk = 1)
 PRODUCTION = "production"  # today's: a market-data and an order client, Binance's weights,
-#                            each its own WeightBudget (activities/exchange.py)
+#                            each its own WeightBudget (exchange/weights.py)
 WIRINGS = (RIG, SHARED, PRODUCTION)
 
 
@@ -307,10 +307,9 @@ class InProcessWorkers:
         self.deps = Dependencies(exchange=stack.exchange, redis=stack.redis, policy=policy,
                                  settings=self.settings)
         self.workers: list[Worker] = []
-        self.tasks: list[asyncio.Task] = []
 
     async def _clients(self) -> None:
-        from activities.exchange import create_exchange
+        from exchange.client import create_exchange
         settings = self.stack.paper.settings.client_settings()
         if self.wiring == SHARED:
             shared = create_exchange(settings)
@@ -338,12 +337,12 @@ class InProcessWorkers:
             Worker(client, task_queue=BENCH_EXECUTION, activities=[noop_place_order],
                    **worker_options(TRADE_EXECUTION, self.settings)),
         ]
-        self.tasks = [asyncio.create_task(w.run()) for w in self.workers]
+        self._running = running(self.workers)
+        await self._running.__aenter__()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        await asyncio.gather(*(w.shutdown() for w in self.workers), return_exceptions=True)
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self._running.__aexit__(*exc)
         await self.deps.close()
         for exchange in self.clients.values():
             await exchange.close()

@@ -36,9 +36,9 @@ sys.path.insert(0, str(REPO_ROOT))
 from temporalio.testing import ActivityEnvironment  # noqa: E402
 
 from activities.monitor import KillWatch, MonitorActivities, WatchKind, WatchRequest  # noqa: E402
-from activities.price_hub import CANDLE_MS, PriceHub  # noqa: E402
+from activities.price_hub import PriceHub  # noqa: E402
+from trading.features import CANDLE_MS, MarketFeatures  # noqa: E402
 from local_stack.paper_server import PaperServer, paper_exchange_client  # noqa: E402
-from trading.features import MarketFeatures  # noqa: E402
 
 PINS = {"BTCUSDT": Decimal(63000), "ETHUSDT": Decimal(3400), "XRPUSDT": Decimal(2)}
 KILL_WINDOW = 48

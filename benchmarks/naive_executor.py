@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis.asyncio as aioredis  # noqa: E402
 
-from activities.exchange import create_exchange  # noqa: E402
+from exchange.client import create_exchange  # noqa: E402
 
 EXECUTIONS_KEY = "bench:naive:executions"
 

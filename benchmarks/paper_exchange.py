@@ -32,10 +32,10 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from activities.exchange import create_exchange  # noqa: E402
+from exchange.client import create_exchange  # noqa: E402
 from paper_exchange.config import PaperSettings  # noqa: E402
+from paper_exchange.replay import CANDLE_MS  # noqa: E402
 
-CANDLE_MS = 300_000
 BTC = "BTC/USDT:USDT"
 
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from common.redis_values import decoded
+
 
 @dataclass(frozen=True)
 class LatestPrice:
@@ -22,8 +24,7 @@ class LatestPrice:
 
 def parse_latest_price(fields: Mapping | None) -> LatestPrice | None:
     """The hash as HGETALL returns it (str or bytes); None when a field is missing or garbled."""
-    text = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in (fields or {}).items()}
+    text = {decoded(k): decoded(v) for k, v in (fields or {}).items()}
     try:
         return LatestPrice(Decimal(text["price"]), int(text["timestamp"]), int(text["received_ms"]))
     except (KeyError, ValueError, TypeError, InvalidOperation):

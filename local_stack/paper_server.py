@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from activities.exchange import create_exchange
+from exchange.client import create_exchange
 from local_stack.ports import free_port
 from paper_exchange.config import PaperSettings
 

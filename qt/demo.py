@@ -53,7 +53,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
-from activities.exchange import create_exchange
+from exchange.client import create_exchange
 from activities.price_hub import PriceHub
 from activities.risk_settings import RiskSettings
 from activities.schemas.policy import MonitorPolicy, TradePolicy
@@ -77,7 +77,7 @@ from trading.exits import ExitPolicy
 from trading.intent import TradeIntent, to_stream_fields
 from trading.levels import LevelPolicy
 from trading.models import ExitReason, TradeStatus
-from workers.main import build_workers
+from workers.main import build_workers, running
 from common.task_queues import QUEUES
 from workers.registry import Dependencies, WorkerSettings
 from workflows.trade_state import TradeResult, TradeState
@@ -154,13 +154,10 @@ async def running_workers(client: Client, exchange, redis, policy: TradePolicy, 
     hub = PriceHub(exchange, poll_interval_s=0.1, position_interval_s=0.5, max_backoff_s=1.0)
     deps = Dependencies(exchange=exchange, redis=redis, policy=policy, risk=risk, hub=hub,
                         settings=WorkerSettings(execution_rate_per_s=0))
-    workers = build_workers(client, list(QUEUES), deps)
-    tasks = [asyncio.create_task(w.run(), name=f"worker:{w.task_queue}") for w in workers]
     try:
-        yield
+        async with running(build_workers(client, list(QUEUES), deps)):
+            yield
     finally:
-        await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
-        await asyncio.gather(*tasks, return_exceptions=True)
         await hub.close()
         root.removeHandler(handler)
         handler.close()

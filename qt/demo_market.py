@@ -4,7 +4,7 @@
   speed, the account's `walletBalance`, open positions). Nothing here pins a price: the demo
   trades on the real replay.
 - `closed_candle_count` / warm-up: the paper exchange has no candles before its replay start,
-  and the kill score needs at least 20 closed 5-minute candles (`get_market_features` returns
+  and the kill score needs at least 20 closed 5-minute candles (`MarketActivities.features` returns
   None before), so the demo waits for a few more than that first.
 - `IntentPlan`: what the demo shows about an intent it follows (the intents themselves come
   from the signal engine through `quantum:stream:trade.intent`).

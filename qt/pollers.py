@@ -28,20 +28,18 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from common.task_queues import ML, QUEUES, TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR, TRADE_WORKFLOWS
+from common.task_queues import QUEUES, TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR, TRADE_WORKFLOWS
 
 WORKFLOW, ACTIVITY = "workflow", "activity"
 _TYPES = {WORKFLOW: TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, ACTIVITY: TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY}
 
 # The task types a worker of each queue polls: what `workers/registry.py` registers there
-# (tests/unit/test_pollers.py keeps the two in step). `ml` has nothing registered yet: no
-# worker needs to poll it.
+# (tests/unit/test_pollers.py keeps the two in step).
 QUEUE_TASK_TYPES: dict[str, tuple[str, ...]] = {
     TRADE_WORKFLOWS: (WORKFLOW,),
     TRADE_EXECUTION: (ACTIVITY,),
     TRADE_MONITOR: (ACTIVITY,),
     TRADE_MARKET: (ACTIVITY,),
-    ML: (),
 }
 
 # A poller that has not polled for this long is not counted (an idle worker re-polls every ~60 s).

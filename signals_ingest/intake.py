@@ -43,6 +43,7 @@ from signals_ingest.intake_settings import IntakeSettings
 from signals_ingest.intake_status import read_intake_status
 from signals_ingest.known_symbols import KnownSymbols
 from signals_ingest.start_priority import BACKLOG_PRIORITY, MarketClock, start_priority
+from common.redis_values import decoded
 from common.redis_keys import INTAKE_STATS_KEY
 from trading.intent import IntentError, parse_stream_fields, to_stream_fields
 from workflows.starter import IntentConflict, start_trade
@@ -72,9 +73,6 @@ class IntakeCounters:
     deprioritized: int = 0  # started at the lowest priority: already stale when read
     last_error: str = ""
 
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _describe(err: BaseException) -> str:
@@ -198,12 +196,12 @@ class IntentIntake:
                 return
             for entry_id, fields in entries:
                 if not fields:  # trimmed from the stream while pending
-                    await self._trimmed([_s(entry_id)])
+                    await self._trimmed([decoded(entry_id)])
                     continue
                 if not await self._free_slots():
                     return
-                self._dispatch(_s(entry_id), fields)
-            after = _s(entries[-1][0])
+                self._dispatch(decoded(entry_id), fields)
+            after = decoded(entries[-1][0])
 
     async def reclaim(self) -> None:
         """Keep our own in-flight entries fresh, take over a dead consumer's, drop dead consumers."""
@@ -231,24 +229,24 @@ class IntentIntake:
         s = self.settings
         reply = await self.redis.xautoclaim(s.stream, s.group, s.consumer, s.claim_idle_ms,
                                             start_id=cursor, count=count)
-        next_cursor, entries = _s(reply[0]), reply[1]
-        deleted = [_s(i) for i in reply[2]] if len(reply) > 2 else []
+        next_cursor, entries = decoded(reply[0]), reply[1]
+        deleted = [decoded(i) for i in reply[2]] if len(reply) > 2 else []
         # Redis 7 already removed deleted ids from the PEL; entries of trimmed ids come back as
         # (id, None) on older servers.
         live = [(i, f) for i, f in entries if f]
-        deleted += [_s(i) for i, f in entries if not f]
+        deleted += [decoded(i) for i, f in entries if not f]
         return next_cursor, live, deleted
 
     async def _dispatch_claimed(self, entries) -> None:
         s = self.settings
-        ids = [_s(i) for i, _ in entries]
+        ids = [decoded(i) for i, _ in entries]
         deliveries = {}
         info = await self.redis.xpending_range(s.stream, s.group, min=ids[0], max=ids[-1],
                                                count=len(ids) + 100, consumername=s.consumer)
         for row in info:
-            deliveries[_s(row["message_id"])] = int(row["times_delivered"])
+            deliveries[decoded(row["message_id"])] = int(row["times_delivered"])
         for entry_id, fields in entries:
-            entry_id = _s(entry_id)
+            entry_id = decoded(entry_id)
             if entry_id in self._in_flight:
                 continue
             self.counters.reclaimed += 1
@@ -273,7 +271,7 @@ class IntentIntake:
     async def _forget_dead_consumers(self) -> None:
         s = self.settings
         for c in await self.redis.xinfo_consumers(s.stream, s.group):
-            name = _s(c["name"])
+            name = decoded(c["name"])
             if name != s.consumer and int(c.get("pending") or 0) == 0 \
                     and int(c.get("idle") or 0) > s.consumer_gc_s * 1000:
                 await self.redis.xgroup_delconsumer(s.stream, s.group, name)
@@ -284,7 +282,7 @@ class IntentIntake:
     def _dispatch_reply(self, reply) -> int:
         entries = reply[0][1] if reply else []
         for entry_id, fields in entries:
-            self._dispatch(_s(entry_id), fields)
+            self._dispatch(decoded(entry_id), fields)
         return len(entries)
 
     def _dispatch(self, entry_id: str, fields, poison: int = 0) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from signals_ingest.intake_settings import IntakeSettings
+from common.redis_values import decoded
 from common.redis_keys import INTAKE_STATS_KEY
 
 # Counters each intake process publishes (hash INTAKE_STATS_KEY, expires when it stops).
@@ -20,13 +21,10 @@ STAT_FIELDS = ("started", "duplicates", "conflicts", "dead_lettered", "reclaimed
                "updated_ms")
 
 
-def _s(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 def stream_id_ms(entry_id: bytes | str) -> int:
     """The millisecond part of a stream id (`1700000000000-3` → 1700000000000)."""
-    return int(_s(entry_id).split("-", 1)[0])
+    return int(decoded(entry_id).split("-", 1)[0])
 
 
 @dataclass
@@ -75,7 +73,7 @@ async def read_intake_status(redis: aioredis.Redis, settings: IntakeSettings | N
     if not exists:
         return IntakeStatus(0, False, None, 0, None, dlq_length, [])
     groups = await redis.xinfo_groups(stream)
-    info = next((g for g in groups if _s(g.get("name")) == group), None)
+    info = next((g for g in groups if decoded(g.get("name")) == group), None)
     if info is None:
         return IntakeStatus(length, False, length, 0, None, dlq_length, [])
     lag = info.get("lag")
@@ -86,8 +84,8 @@ async def read_intake_status(redis: aioredis.Redis, settings: IntakeSettings | N
         oldest = max(0.0, (now_ms - stream_id_ms(summary["min"])) / 1000)
     consumers = []
     for c in await redis.xinfo_consumers(stream, group):
-        name = _s(c["name"])
+        name = decoded(c["name"])
         raw = await redis.hgetall(INTAKE_STATS_KEY.format(consumer=name))
-        stats = {_s(k): _s(v) for k, v in raw.items()}
+        stats = {decoded(k): decoded(v) for k, v in raw.items()}
         consumers.append(ConsumerStatus(name, int(c.get("pending") or 0), int(c.get("idle") or 0), stats))
     return IntakeStatus(length, True, None if lag is None else int(lag), pending, oldest, dlq_length, consumers)

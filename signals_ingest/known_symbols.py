@@ -17,7 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from activities.exchange import create_exchange
+from exchange.client import create_exchange
 from common.redis_keys import KNOWN_SYMBOLS_KEY
 
 log = logging.getLogger(__name__)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from decimal import Decimal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,8 +42,10 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
-from activities.exchange import LocalBinanceUsdm, create_exchange
-from activities.market import CANDLE_MS
+from exchange.client import LocalBinanceUsdm, create_exchange
+from exchange.parse import funding_rates_of, ticks_of
+from trading.features import CANDLE_MS
+from common.redis_values import decoded
 from common.settings import ExchangeSettings, StackSettings
 from signals_ingest.feed_settings import FeedSettings
 from common.redis_keys import FEED_LAST_KLINE_KEY, MARKET_KLINES_STREAM, MARKET_TICK_STREAM, latest_price_key
@@ -135,8 +138,13 @@ def _wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _field(value: Any) -> str:
+    """A hash/stream field: "" for an absent value; a Decimal as the exchange wrote it (never in
+    exponent notation: "0.00000000", not "0E-8")."""
+    if value is None:
+        return ""
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
+
 
 
 def error_kind(exc: BaseException) -> str:
@@ -213,20 +221,13 @@ class MarketFeed:
         wanted = {s.id for s in await self.ready()}
         prices, books = await _gather(exchange.fetch_last_prices(), exchange.fetch_bids_asks())
         received_ms = str(_wall_ms())
-        book_by_id = {b["info"].get("symbol"): b["info"] for b in books.values() if b.get("info")}
         ticks, clock_ms = [], None
-        for ticker in prices.values():
-            info = ticker.get("info") or {}
-            symbol, price = info.get("symbol"), info.get("price")
-            if symbol not in wanted or price in (None, ""):
-                continue
-            book = book_by_id.get(symbol, {})
-            stamp = info.get("time") or ticker.get("timestamp") or book.get("time")
+        for tick in ticks_of(prices, books, wanted):
+            stamp = tick.time_ms
             if stamp is None:  # a ticker without its time: the exchange clock, asked once
                 stamp = clock_ms = clock_ms or await exchange.fetch_time()
-            ticks.append({"symbol": symbol, "price": str(price), "bid": str(book.get("bidPrice") or ""),
-                          "ask": str(book.get("askPrice") or ""), "timestamp": str(int(stamp)),
-                          "exchange": venue})
+            ticks.append({"symbol": tick.symbol, "price": _field(tick.price), "bid": _field(tick.bid),
+                          "ask": _field(tick.ask), "timestamp": str(int(stamp)), "exchange": venue})
 
         per_venue = self.secondary is not None
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -311,7 +312,7 @@ class MarketFeed:
         if published:
             CANDLES.labels(symbol=symbol.id).inc(published)
             self.candles_published += published
-        return published, _text(stored)
+        return published, str(decoded(stored))
 
     # -- funding ---------------------------------------------------------------------------------
 
@@ -321,16 +322,10 @@ class MarketFeed:
         rates = await self.exchange.fetch_funding_rates()
         written = []
         async with self.redis.pipeline(transaction=False) as pipe:
-            for rate in rates.values():
-                info = rate.get("info") or {}
-                symbol = info.get("symbol")
-                value = info.get("lastFundingRate", rate.get("fundingRate"))
-                if symbol not in wanted or value in (None, ""):
-                    continue
-                funding_time = info.get("nextFundingTime") or rate.get("fundingTimestamp") or ""
-                pipe.hset(latest_price_key(symbol),
-                          mapping={"funding_rate": str(value), "funding_time": str(funding_time)})
-                written.append(symbol)
+            for rate in funding_rates_of(rates, wanted):
+                pipe.hset(latest_price_key(rate.symbol),
+                          mapping={"funding_rate": _field(rate.rate), "funding_time": _field(rate.next_funding_ms)})
+                written.append(rate.symbol)
             if written:
                 await pipe.execute()
         for symbol in written:

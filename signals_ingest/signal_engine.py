@@ -60,7 +60,7 @@ from signals_ingest.model_registry import LoadedModel, ModelRegistry
 from signals_ingest.signal_settings import SignalSettings
 from common.redis_keys import (MARKET_KLINES_STREAM, SIGNAL_CHECKPOINT_KEY, SIGNAL_COOLDOWN_KEY, SIGNAL_LAST_EVAL_KEY,
                                SIGNAL_STREAM, TRADE_INTENT_STREAM, latest_price_key)
-from trading.features import MarketFeatures, PriceBar, compute_features
+from trading.features import CANDLE_MS, MarketFeatures, PriceBar, compute_features
 from trading.intent import IntentError, parse_stream_fields, to_stream_fields
 from trading.levels import LevelsError
 from trading.signal_rules import (
@@ -77,7 +77,6 @@ from trading.signal_rules import (
 
 log = logging.getLogger(__name__)
 
-CANDLE_MS = 300_000
 RETRY_PAUSE_S = 1.0
 
 EVALUATIONS = Counter("qt_signal_evaluations", "Candles evaluated by the signal engine", ["model"])

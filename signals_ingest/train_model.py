@@ -62,7 +62,7 @@ import lightgbm as lgb
 import numpy as np
 from pydantic import BaseModel
 
-from trading.features import PriceBar, compute_features
+from trading.features import CANDLE_MS, PriceBar, compute_features
 from trading.models import Side
 from trading.signal_rules import (
     FEATURE_NAMES,
@@ -77,7 +77,6 @@ DEFAULT_DATA_DIR = ROOT / "paper_exchange" / "data" / "ohlcv"
 DEFAULT_OUT_DIR = ROOT / "models" / "signal_lgbm"
 MODEL_FILE, META_FILE = "model.txt", "model.json"
 
-CANDLE_MS = 300_000
 WINDOW = 48
 HORIZON = 12  # candles ahead (1 hour of 5m candles)
 MIN_MOVE = 0.002  # |forward log return| below this is dropped (fees, see the docstring)

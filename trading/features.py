@@ -33,6 +33,9 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+# The candles the system trades on (features, kill score, signal engine, market feed): 5 minutes.
+CANDLE_MS = 300_000
+
 
 class Bar(Protocol):
     """Anything with OHLC(V) attributes (the hub's `Candle`, the feed's klines)."""

@@ -18,6 +18,10 @@ from trading.models import Side
 
 _CTX = Context(prec=50)
 CENT = Decimal("0.01")
+# What results and events carry of the derived figures: the sums (gross, fees, funding, net) stay
+# exact; an average price keeps 10 decimals (below any tick), an R multiple 4.
+PRICE_PLACES = Decimal("1e-10")
+R_PLACES = Decimal("0.0001")
 
 
 class Fill(BaseModel):
@@ -136,8 +140,8 @@ def realized_pnl(
         side=side,
         entry_qty=entry_qty,
         closed_qty=closed_qty,
-        avg_entry_price=avg_entry,
-        avg_exit_price=avg_exit,
+        avg_entry_price=at_most(avg_entry, PRICE_PLACES),
+        avg_exit_price=at_most(avg_exit, PRICE_PLACES) if avg_exit is not None else None,
         gross_pnl=gross,
         fees=fees,
         funding=funded,
@@ -155,11 +159,20 @@ def initial_risk(side: Side, entry_price: Decimal, stop_price: Decimal, qty: Dec
 
 
 def r_multiple(net_pnl: Decimal, risk: Decimal) -> Decimal | None:
-    """PnL in units of the initial risk; None when there was no risk to measure against."""
+    """PnL in units of the initial risk (4 decimals); None when there was no risk to measure against."""
     if risk <= 0:
         return None
     with localcontext(_CTX):
-        return net_pnl / risk
+        return at_most(net_pnl / risk, R_PLACES)
+
+
+def at_most(value: Decimal, places: Decimal) -> Decimal:
+    """`value` with no more decimals than `places` has (rounded half-even), never padded: 63000.1
+    stays 63000.1, 101.333… becomes 101.3333333333."""
+    if value.as_tuple().exponent >= places.as_tuple().exponent:
+        return value
+    with localcontext(_CTX):
+        return value.quantize(places, rounding=ROUND_HALF_EVEN)
 
 
 def holding_seconds(opened_at: datetime, closed_at: datetime) -> float:

@@ -12,6 +12,8 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -35,6 +37,19 @@ def build_workers(client: Client, queues: list[str], deps: Dependencies) -> list
     return workers
 
 
+@asynccontextmanager
+async def running(workers: list[Worker]) -> AsyncIterator[list[Worker]]:
+    """The workers poll until the block ends; then each shuts down (activities in flight get their
+    graceful timeout) and the block waits for them: the one start/stop of every in-process worker
+    (`qt worker`, the demo, the tests' rig, the benchmarks)."""
+    tasks = [asyncio.create_task(w.run(), name=f"worker:{w.task_queue}") for w in workers]
+    try:
+        yield workers
+    finally:
+        await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def run_worker(queue: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     names = list(QUEUES) if queue == ALL else [queue]
@@ -52,13 +67,11 @@ async def run_worker(queue: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("polling %s", ", ".join(w.task_queue for w in workers))
-    runs = [asyncio.create_task(w.run()) for w in workers]
-    await stop.wait()
-    log.info("shutting down (activities in flight get their graceful timeout)")
-    await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
-    await asyncio.gather(*runs, return_exceptions=True)
+    async with running(workers):
+        await stop.wait()
+        log.info("shutting down (activities in flight get their graceful timeout)")
     await deps.close()
-    exchange = sys.modules.get("activities.exchange")  # loaded only by queues that trade
+    exchange = sys.modules.get("exchange.client")  # loaded only by queues that trade
     if exchange is not None:
         await exchange.close_shared_exchange()
     return 0

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.task_queues import ML, TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR, TRADE_WORKFLOWS
+from common.task_queues import TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR, TRADE_WORKFLOWS
 
 
 class WorkerSettings(BaseSettings):
@@ -40,7 +40,7 @@ class Dependencies:
     """What the activities talk to. `None` = the production default, created on first use."""
 
     # Market data (PriceHub, market and gate activities): a ccxt client or a zero-arg async
-    # factory (activities.exchange); None = the process's `market` client.
+    # factory (exchange.client); None = the process's `market` client.
     exchange: Any = None
     # Order activities: their own client, so an order never queues behind the market-data
     # client's polls in its throttle. None = the process's `orders` client, or, when a test
@@ -58,7 +58,7 @@ class Dependencies:
 
     def exchange_source(self) -> Any:
         if self.exchange is None:
-            from activities.exchange import shared_market_exchange
+            from exchange.client import shared_market_exchange
             self.exchange = shared_market_exchange
         return self.exchange
 
@@ -67,7 +67,7 @@ class Dependencies:
             if self._exchange_injected:
                 self.order_exchange = self.exchange  # one injected client (tests) serves both
             else:
-                from activities.exchange import shared_order_exchange
+                from exchange.client import shared_order_exchange
                 self.order_exchange = shared_order_exchange
         return self.order_exchange
 
@@ -106,7 +106,7 @@ def activities_for(queue: str, deps: Dependencies) -> list:
         from activities.entry import EntryActivities
         orders = OrderActivities(deps.order_exchange_source())
         entry = EntryActivities(orders)
-        return [orders.set_leverage, orders.place_order, entry.open_position, orders.get_order,
+        return [orders.place_order, entry.open_position, orders.get_order,
                 orders.cancel_order, orders.close_position, orders.get_position, orders.get_fills]
     if queue == TRADE_MONITOR:
         from activities.monitor import MonitorActivities
@@ -124,10 +124,9 @@ def activities_for(queue: str, deps: Dependencies) -> list:
                                features=market.features)
         feedback = FeedbackActivities(deps.redis_client())
         acts = [gates.run_gates, gates.release_symbol_lock, gates.set_safe_mode, gates.clear_safe_mode,
-                market.get_market_rules, market.get_price, market.get_market_features,
-                policy.get_trade_policy, feedback.record_position, feedback.record_close]
+                feedback.record_position, feedback.record_close]
         return acts
-    if queue in (ML, TRADE_WORKFLOWS):
+    if queue == TRADE_WORKFLOWS:
         return []
     raise ValueError(f"unknown task queue {queue!r}")
 

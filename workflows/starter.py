@@ -45,7 +45,7 @@ from trading.models import TradeStatus
 from common.task_queues import TRADE_WORKFLOWS
 from common import search_attributes as sa
 from workflows.trade_state import TradeResult
-from workflows.trade_view import static_summary
+from workflows.trade_view import static_details, static_summary
 
 WORKFLOW_TYPE = "TradeWorkflow"
 
@@ -98,7 +98,7 @@ async def start_trade(client: Client, fields: Mapping[str, Any] | TradeIntent,
             WORKFLOW_TYPE, to_stream_fields(intent), id=workflow_id, task_queue=task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            static_summary=static_summary(intent), result_type=TradeResult,
+            static_summary=static_summary(intent), static_details=static_details(intent), result_type=TradeResult,
             search_attributes=initial_search_attributes(intent), rpc_timeout=rpc_timeout,
             priority=priority)
         return handle, True

@@ -24,11 +24,28 @@ def static_summary(intent: TradeIntent) -> str:
             f"×{intent.leverage} · entry ≈ {_num(intent.entry_price)}")
 
 
+def static_details(intent: TradeIntent) -> str:
+    """The Web UI's static details (set at start, readable with no worker up): the intent and the
+    levels it asked for; the trade's own levels, sizing and outcome are its current details and
+    its result."""
+    lines = [f"**{intent.side.value} {intent.symbol}** ×{intent.leverage}, margin {_num(intent.position_size_usd)} USDT, "
+             f"confidence {intent.confidence:g}", "",
+             f"- intent `{intent.intent_id}` from {intent.source or 'the stream'} · model {intent.model} · at {intent.timestamp.isoformat()}",
+             f"- entry ≈ {_num(intent.entry_price)}"]
+    if intent.stop_loss is not None or intent.take_profit is not None:
+        lines.append(f"- asked: stop {_num(intent.stop_loss)} · take-profit {_num(intent.take_profit)}"
+                     " (the trade's adaptive levels are in its current details)")
+    if intent.reason:
+        lines += ["", *(f"> {line}" for line in intent.reason.splitlines())]
+    return "\n".join(lines).strip()
+
+
 def details_markdown(intent: TradeIntent, state: TradeState) -> str:
+    # Blocks are separated by a blank line: a list right after a quote would render inside it.
     lines = [f"**{state.status.value}** · stage {state.stage.value}"
-             + (" · paused" if state.paused else "")]
+             + (" · paused" if state.paused else ""), ""]
     if state.reason:
-        lines.append(f"> {state.reason}")
+        lines += [f"> {state.reason}", ""]
     if state.entry_price is not None:
         lines.append(f"- position: {_num(state.open_qty)} of {_num(state.entry_qty)} "
                      f"{intent.symbol} @ {_num(state.entry_price)} ×{state.leverage}")
@@ -51,4 +68,4 @@ def details_markdown(intent: TradeIntent, state: TradeState) -> str:
                      f"funding {to_cents(p.funding)}){held}")
     if state.exit_reason is not None:
         lines.append(f"- exit: {state.exit_reason.value}")
-    return "\n".join(lines)
+    return "\n".join(lines).strip()

@@ -9,10 +9,6 @@ from pydantic import BaseModel, ConfigDict
 from trading.sizing import MarketRules
 
 
-class SymbolRequest(BaseModel):
-    symbol: str  # BTCUSDT or BTC/USDT:USDT
-
-
 class SymbolRules(BaseModel):
     """Filters of one market, plus the `MarketRules` subset sizing needs (`sizing_rules()`)."""
 

@@ -12,6 +12,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
+from exchange.models import ExchangeOrder, Fill, FundingPayment  # noqa: F401 (part of these schemas)
+
 from trading.entry_checks import EntryGuard
 from trading.levels import Levels
 from trading.models import Side
@@ -31,18 +33,6 @@ class OrderType(StrEnum):
     def conditional(self) -> bool:
         """Conditional types live on Binance's algo endpoints: looked up with `trigger`."""
         return self not in (OrderType.MARKET, OrderType.LIMIT)
-
-
-class SetLeverageRequest(BaseModel):
-    symbol: str
-    leverage: int
-    isolated: bool = True
-
-
-class SetLeverageResult(BaseModel):
-    symbol: str
-    leverage: int
-    margin_mode: str
 
 
 class ProtectiveStop(BaseModel):
@@ -80,32 +70,14 @@ class OrderRef(BaseModel):
     conditional: bool = False  # STOP_MARKET / TAKE_PROFIT_MARKET / TRAILING_STOP_MARKET
 
 
-class OrderResult(BaseModel):
-    symbol: str  # exchange id, BTCUSDT
-    order_id: str
-    client_order_id: str
-    side: str  # BUY / SELL
-    type: str  # exchange order type (MARKET, STOP_MARKET, ...)
-    conditional: bool
-    status: str  # ccxt's unified status: open / closed / canceled / expired / rejected
-    exchange_status: str  # Binance's own: NEW, FILLED, ... or algoStatus NEW, TRIGGERED, ...
-    quantity: Decimal
-    filled: Decimal = Decimal(0)
-    average_price: Decimal | None = None
-    price: Decimal | None = None
-    trigger_price: Decimal | None = None
-    reduce_only: bool = False
-    triggered_order_id: str | None = None  # a triggered conditional's market order
-    time_ms: int | None = None
+class OrderResult(ExchangeOrder):
+    """An order as the exchange reports it (`exchange.models.ExchangeOrder`), and what this call did."""
+
     already_existed: bool = False  # found by client id: this call placed nothing
     # Entry with `protective_stop`: the stop resting on the exchange, or why it is not.
     protective_stop: OrderResult | None = None
     protective_stop_error: str | None = None
     protective_stop_crossed: bool = False  # the stop was refused because the price is beyond it
-
-    @property
-    def is_open(self) -> bool:
-        return self.status == "open"
 
 
 class CancelResult(BaseModel):
@@ -146,24 +118,6 @@ class FillsRequest(BaseModel):
     client_order_ids: list[str] = []  # fills of these orders (a triggered stop carries its id)
     since_ms: int | None = None  # or: every fill of the symbol since then
     funding_since_ms: int | None = None  # funding income since then (None: no funding query)
-
-
-class Fill(BaseModel):
-    trade_id: str
-    order_id: str
-    client_order_id: str | None = None
-    side: str
-    price: Decimal
-    quantity: Decimal
-    fee: Decimal  # positive = paid
-    fee_asset: str
-    realized_pnl: Decimal
-    time_ms: int
-
-
-class FundingPayment(BaseModel):
-    amount: Decimal  # positive = received
-    time_ms: int
 
 
 class FillsResult(BaseModel):

@@ -9,12 +9,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
-from activities.market import to_decimal
 from api.closed_trades import read_closed_trades
 from api.routers.trades import summary_of
 from api.schemas import Portfolio, PositionView
 from api.security import TOKEN_ERRORS, require_token
 from api.services import Services, services
+from exchange.models import Balance
+from exchange.parse import balance_of, positions_of
 from trading.performance import PerformanceReport, performance_report
 from common import search_attributes as sa
 from workflows.starter import WORKFLOW_TYPE
@@ -30,8 +31,8 @@ async def _exchange(svc: Services) -> Any:
     return svc.exchange
 
 
-async def _balance(svc: Services) -> dict[str, Any]:
-    return (await (await _exchange(svc)).fetch_balance()).get("info") or {}
+async def _balance(svc: Services) -> Balance:
+    return balance_of(await (await _exchange(svc)).fetch_balance())
 
 
 @router.get("/portfolio", response_model=Portfolio,
@@ -41,25 +42,14 @@ async def portfolio(svc: Services = Depends(services)) -> Portfolio:
     holding = " OR ".join(f"{sa.TRADE_STATUS.name} = '{s}'" for s in _HOLDING)
     trades = [summary_of(svc, w) async for w in svc.temporal.list_workflows(
         f"WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus = 'Running' AND ({holding})")]
-    positions, balance = await exchange.fetch_positions(), await _balance(svc)
+    positions, balance = positions_of(await exchange.fetch_positions()), await _balance(svc)
     views: list[PositionView] = []
     for p in positions:
-        info = p.get("info") or {}
-        amount = to_decimal(info.get("positionAmt")) or Decimal(0)
-        if not amount:
-            continue
-        symbol = info.get("symbol") or p["symbol"]
-        mark = to_decimal(info.get("markPrice"))
-        owners = sorted(t.workflow_id for t in trades if t.symbol == symbol)
-        leverage = info.get("leverage") or p.get("leverage")
+        owners = sorted(t.workflow_id for t in trades if t.symbol == p.symbol)
         views.append(PositionView(
-            symbol=symbol, side="LONG" if amount > 0 else "SHORT", quantity=abs(amount),
-            entry_price=to_decimal(info.get("entryPrice")), mark_price=mark,
-            notional=abs(to_decimal(info.get("notional")) or amount * (mark or Decimal(0))),
-            unrealized_pnl=to_decimal(info.get("unRealizedProfit")) or Decimal(0),
-            leverage=int(float(leverage)) if leverage else None,
-            liquidation_price=to_decimal(info.get("liquidationPrice")) or None,
-            owners=owners, orphan=not owners))
+            symbol=p.symbol, side=p.side, quantity=abs(p.quantity), entry_price=p.entry_price,
+            mark_price=p.mark_price, notional=p.notional, unrealized_pnl=p.unrealized_pnl, leverage=p.leverage,
+            liquidation_price=p.liquidation_price, owners=owners, orphan=not owners))
     exposure: dict[str, Decimal] = {}
     for view in views:
         exposure[view.symbol] = exposure.get(view.symbol, Decimal(0)) + view.notional
@@ -67,9 +57,8 @@ async def portfolio(svc: Services = Depends(services)) -> Portfolio:
         positions=sorted(views, key=lambda v: v.symbol), open_trades=trades,
         exposure_by_symbol=dict(sorted(exposure.items())), total_exposure=sum(exposure.values(), Decimal(0)),
         unrealized_pnl=sum((v.unrealized_pnl for v in views), Decimal(0)),
-        wallet_balance=to_decimal(balance.get("totalWalletBalance")),
-        free_margin=to_decimal(balance.get("availableBalance")),
-        equity=to_decimal(balance.get("totalMarginBalance")))
+        wallet_balance=balance.wallet_balance, free_margin=balance.available_balance,
+        equity=balance.margin_balance)
 
 
 def _epoch_ms(value: datetime | None, name: str) -> int | None:
@@ -102,7 +91,7 @@ async def performance(
     after, _ = await read_closed_trades(svc.redis, since_ms, None)
     trades = [t for t in after if until_ms is None or t.closed_at.timestamp() * 1000 < until_ms]
     if starting_equity is None:
-        wallet = to_decimal((await _balance(svc)).get("totalWalletBalance")) or Decimal(0)
+        wallet = (await _balance(svc)).wallet_balance or Decimal(0)
         starting_equity = wallet - sum((t.net_pnl for t in after), Decimal(0))
         if starting_equity <= 0:
             starting_equity = Decimal(1)  # a wiped-out account: ratios become meaningless, not errors

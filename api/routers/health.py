@@ -20,7 +20,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from api.services import Services, services
 from signals_ingest.intake_status import read_intake_status
-from common.task_queues import ML, QUEUES, TRADE_WORKFLOWS
+from common.task_queues import QUEUES, TRADE_WORKFLOWS
 
 router = APIRouter(tags=["health"])
 _TIMEOUT_S = 5
@@ -73,7 +73,7 @@ async def health(svc: Services = Depends(services)) -> JSONResponse:
                 queues[queue] = {"pollers": None, "error": _down(pollers)}
             else:
                 queues[queue] = {"pollers": len(pollers), "workers": pollers,
-                                 **({} if pollers or queue == ML else {"warning": "no worker polls this queue"})}
+                                 **({} if pollers else {"warning": "no worker polls this queue"})}
     intake: dict[str, Any] | str = "unknown"
     if parts["redis"] == "ok":
         try:

@@ -13,7 +13,6 @@ import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
@@ -24,6 +23,7 @@ from api.intent_fields import intent_problems_as_422, request_fields
 from api.schemas import UNREADABLE_BODY, IntentAccepted, ManualIntentRequest, Problem
 from api.security import TOKEN_ERRORS, require_token
 from api.services import Services, services
+from exchange.parse import last_price
 from signals_ingest.known_symbols import usdt_perpetual_ids
 from trading.intent import IntentError, TradeIntent, intent_differences, parse_stream_fields, workflow_id_for_intent_id
 from workflows.starter import IntentConflict, existing_intent, start_trade
@@ -111,8 +111,7 @@ async def _complete_and_parse(svc: Services, given: dict[str, Any]) -> TradeInte
     if symbol in known and ("entry_price" not in fields or "timestamp" not in fields):
         unified = resolve_symbol(exchange, symbol)
         ticker, now_ms = await asyncio.gather(exchange.fetch_ticker(unified), exchange.fetch_time())
-        last = (ticker.get("info") or {}).get("lastPrice") or ticker["last"]
-        fields.setdefault("entry_price", str(Decimal(str(last))))
+        fields.setdefault("entry_price", str(last_price(ticker)))
         fields.setdefault("timestamp", datetime.fromtimestamp(int(now_ms) / 1000, UTC).isoformat())
     try:
         return parse_stream_fields(fields, known_symbols=known)

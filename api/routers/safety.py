@@ -19,6 +19,7 @@ from common.redis_keys import KILL_SWITCH_KEY, SAFE_MODE_KEY
 from api.schemas import UNREADABLE_BODY, KilledTrade, KillSwitchReport, KillSwitchRequest, SafeModeRequest, SafeModeView
 from api.security import TOKEN_ERRORS, require_token
 from api.services import Services, services
+from exchange.parse import positions_of
 from common import search_attributes as sa
 from workflows.starter import WORKFLOW_TYPE
 from workflows.trade_state import TradeResult
@@ -109,6 +110,4 @@ async def _open_positions(svc: Services) -> list[str]:
     exchange = svc.exchange
     if not exchange.markets:
         await exchange.load_markets()
-    positions = await exchange.fetch_positions()
-    return sorted({(p.get("info") or {}).get("symbol") or p["symbol"] for p in positions
-                   if float((p.get("info") or {}).get("positionAmt") or p.get("contracts") or 0)})
+    return sorted({p.symbol for p in positions_of(await exchange.fetch_positions())})

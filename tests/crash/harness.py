@@ -53,8 +53,8 @@ def worker_command() -> list[str]:
 
 
 # The packages a worker imports (pyproject's package list).
-CODE_PACKAGES = ("qt", "trading", "workflows", "activities", "workers", "signals_ingest", "api",
-                 "paper_exchange")
+CODE_PACKAGES = ("common", "exchange", "qt", "trading", "workflows", "activities", "workers", "signals_ingest",
+                 "api", "notifications", "paper_exchange")
 
 
 def snapshot_code(dest: Path) -> Path:

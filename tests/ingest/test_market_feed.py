@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
-from activities.market import CANDLE_MS
+from trading.features import CANDLE_MS
 from signals_ingest.feed_settings import FeedSettings
 from signals_ingest.market_feed import MarketFeed, run_market_feed, secondary_exchange
 from common.redis_keys import FEED_LAST_KLINE_KEY, MARKET_KLINES_STREAM, MARKET_TICK_STREAM, latest_price_key

@@ -15,9 +15,8 @@ from decimal import Decimal
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.exchange import (
-    WeightBudget, close_shared_exchange, create_exchange, shared_market_exchange, shared_order_exchange,
-)
+from exchange.weights import WeightBudget
+from exchange.client import close_shared_exchange, create_exchange, shared_market_exchange, shared_order_exchange
 from activities.monitor import MonitorActivities, WatchKind, WatchRequest
 from activities.orders import ClosePositionRequest, OrderType, PlaceOrderRequest
 from activities.price_hub import PriceHub

@@ -19,9 +19,9 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.market import candle_from_row
 from activities.monitor import CrossedLevel, KillWatch, MonitorActivities, TrailingSpec, WatchKind, WatchRequest
-from activities.price_hub import CANDLE_MS, PriceHub
+from activities.price_hub import PriceHub
+from trading.features import CANDLE_MS, TRENDING_DOWN, TRENDING_UP, compute_features
 from trading.exits import kill_score
-from trading.features import TRENDING_DOWN, TRENDING_UP, compute_features
 
 pytestmark = pytest.mark.timeout(60)
 

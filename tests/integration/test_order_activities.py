@@ -14,7 +14,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.orders import (
     ClosePositionRequest, FillsRequest, OrderActivities, OrderRef, OrderType, PlaceOrderRequest,
-    PositionRequest, SetLeverageRequest,
+    PositionRequest,
 )
 from trading.models import Side
 
@@ -57,15 +57,20 @@ def stop(cid: str, trigger: str, side: Side = Side.SELL, qty: str = "0.01"):
                              trigger_price=Decimal(trigger), reduce_only=True)
 
 
+async def set_leverage(orders, leverage: int) -> str:
+    """Isolated margin and this leverage, as `open_position` sets them before an entry."""
+    exchange, unified, _ = await orders._client(BTC)
+    return await orders.set_margin_and_leverage(exchange, unified, leverage, True)
+
+
 async def open_long(orders, cid: str = "t1-entry", qty: str = "0.01"):
-    await run(orders.set_leverage, SetLeverageRequest(symbol=BTC, leverage=10))
+    await set_leverage(orders, 10)
     return await run(orders.place_order, market(cid, qty=qty))
 
 
 async def test_set_leverage_is_idempotent(orders, exchange):
     for _ in range(2):  # the second call meets "no need to change margin type": success
-        result = await run(orders.set_leverage, SetLeverageRequest(symbol=BTC, leverage=7))
-        assert (result.leverage, result.margin_mode) == (7, "isolated")
+        assert await set_leverage(orders, 7) == "isolated"
     assert (await exchange.fetch_leverage("BTC/USDT:USDT"))["longLeverage"] == 7
 
 
@@ -109,7 +114,7 @@ async def test_stop_that_would_trigger_at_once_is_not_retryable(orders):
 
 
 async def test_insufficient_margin_is_not_retryable(orders):
-    await run(orders.set_leverage, SetLeverageRequest(symbol=BTC, leverage=1))
+    await set_leverage(orders, 1)
     with pytest.raises(ApplicationError) as failed:
         await run(orders.place_order, market("t3-entry", qty="1"))  # 63,000 USDT at 1x
     assert failed.value.type == "insufficient_funds" and failed.value.non_retryable

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from pydantic import ValidationError
 
-from activities.exchange_errors import FailureKind, classify_exchange_error
+from exchange.errors import FailureKind, classify_exchange_error
 from paper_exchange.config import PaperSettings
 from local_stack.paper_server import PaperServer, paper_exchange_client
 

@@ -1,7 +1,7 @@
 """Every Binance error the paper exchange can give, provoked for real over HTTP through ccxt.
 
 Each case asserts the ccxt exception class (with the client's `linear` error map) and the
-`activities.exchange_errors` classification the trading code branches on. Precision errors
+`exchange.errors` classification the trading code branches on. Precision errors
 that ccxt would round away are sent through ccxt's implicit API methods.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import ccxt.async_support as ccxt
 import pytest
 
-from activities.exchange_errors import FailureKind, classify_exchange_error
+from exchange.errors import FailureKind, classify_exchange_error
 from local_stack.paper_server import paper_exchange_client
 
 BTC = "BTC/USDT:USDT"

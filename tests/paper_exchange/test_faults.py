@@ -8,7 +8,7 @@ import time
 import ccxt.async_support as ccxt
 import pytest
 
-from activities.exchange_errors import FailureKind, classify_exchange_error
+from exchange.errors import FailureKind, classify_exchange_error
 from local_stack.paper_server import paper_exchange_client
 
 BTC = "BTC/USDT:USDT"

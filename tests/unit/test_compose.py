@@ -31,7 +31,7 @@ MUST_BE_HEALTHCHECKED = {"postgres", "temporal", "redis", "api", "paper-exchange
 # (schema/postgresql/v12/visibility/schema.sql: Keyword01..10, Double01..03, ...).
 SQL_VISIBILITY_SLOTS = {"Keyword": 10, "Double": 3, "Int": 3, "Bool": 3, "Datetime": 3, "Text": 3, "KeywordList": 3}
 # Fallback only: the queue names come from common.task_queues (what `qt worker` itself accepts).
-FALLBACK_QUEUES = {"trade-workflows", "trade-execution", "trade-monitor", "trade-market", "ml", "all"}
+FALLBACK_QUEUES = {"trade-workflows", "trade-execution", "trade-monitor", "trade-market", "all"}
 
 
 def _load_compose() -> dict:
@@ -81,7 +81,7 @@ def _queues_qt_accepts() -> set[str]:
 def test_compose_has_the_whole_stack():
     expected = {
         "postgres", "temporal-schema", "temporal", "temporal-namespace", "temporal-ui", "redis",
-        "worker-workflows", "worker-execution", "worker-monitor", "worker-market", "worker-ml",
+        "worker-workflows", "worker-execution", "worker-monitor", "worker-market",
         "ingest", "api", "paper-exchange",
     }  # fmt: skip
     missing = expected - set(SERVICES)

@@ -19,10 +19,9 @@ import aiohttp
 import ccxt.async_support as ccxt
 import pytest
 
-from activities.exchange import (
-    BINANCE_USDM_WEIGHTS, LocalBinanceUsdm, QtBinanceUsdm, WeightBudget, create_exchange, request_weight,
-)
-from activities.exchange_errors import FailureKind, classify_exchange_error, exchange_error_code, redact
+from exchange.weights import BINANCE_USDM_WEIGHTS, WeightBudget, request_weight
+from exchange.client import LocalBinanceUsdm, QtBinanceUsdm, create_exchange
+from exchange.errors import FailureKind, classify_exchange_error, exchange_error_code, redact
 from activities.temporal_errors import to_application_error
 from paper_exchange.config import PaperSettings
 from common.settings import ExchangeSettings

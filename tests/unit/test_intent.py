@@ -247,9 +247,15 @@ def test_arbitrary_fields_give_an_intent_or_an_intent_error_never_a_crash(fields
 @given(st.sampled_from(sorted(NEAR_FLAT)), st.one_of(st.text(max_size=20), st.binary(max_size=10)))
 def test_one_mangled_field_gives_an_intent_or_an_intent_error(key, value):
     try:
-        parse_stream_fields({**NEAR_FLAT, key: value})
-    except IntentError:
-        pass
+        intent = parse_stream_fields({**NEAR_FLAT, key: value})
+    except IntentError as err:
+        # Refused: the problem names the field that was mangled (or says what is missing).
+        assert err.problems and any(key in p or "required" in p or "missing" in p for p in err.problems), err.problems
+    else:
+        # Accepted: the value was a valid spelling of the field; every other field is as before.
+        baseline = parse_stream_fields(NEAR_FLAT).model_dump()
+        changed = {k for k, v in intent.model_dump().items() if baseline[k] != v}
+        assert changed <= {key}, (key, value, changed)
 
 
 # --- round trip ------------------------------------------------------------------------------

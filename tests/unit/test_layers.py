@@ -10,14 +10,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT = ("common", "trading", "paper_exchange", "activities", "workflows", "workers", "signals_ingest", "api",
+PROJECT = ("common", "trading", "exchange", "paper_exchange", "activities", "workflows", "workers", "signals_ingest", "api",
            "notifications", "qt", "local_stack", "tests", "benchmarks")
 
 # package -> the project packages it must never import
 FORBIDDEN = {
     "common": set(PROJECT) - {"common"},
     "trading": set(PROJECT) - {"trading"},
-    "workflows": {"workers", "signals_ingest", "api", "notifications", "qt", "paper_exchange", "tests", "benchmarks"},
+    # The adapter: settings from the bottom layer, nothing else of the project.
+    "exchange": set(PROJECT) - {"exchange", "common"},
+    # (the workflow reaches the exchange's typed records through activities/schemas only: no ccxt)
+    "workflows": {"exchange", "workers", "signals_ingest", "api", "notifications", "qt", "paper_exchange", "tests",
+                  "benchmarks"},
     "activities": {"workflows", "workers", "signals_ingest", "api", "notifications", "qt", "paper_exchange", "tests",
                    "benchmarks"},
     "workers": {"signals_ingest", "api", "notifications", "qt", "paper_exchange", "tests", "benchmarks"},
@@ -65,3 +69,23 @@ def test_the_rules_cover_every_package_and_find_a_wrong_import(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("def f():\n    from qt.launcher import x\n    import workers.registry\n")
     assert imports_of(sample) == {"qt", "workers"}  # local imports count too
+
+
+def reads_of_info(path: Path) -> list[int]:
+    """Lines that read `info` of a ccxt result: `x["info"]` or `x.get("info")`."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and node.slice.value == "info":
+            lines.append(node.lineno)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+              and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "info"):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_only_the_exchange_adapter_reads_the_raw_info_of_a_ccxt_result():
+    # exchange/parse.py turns ccxt's dicts into typed records; the paper exchange is the other side.
+    wrong = [f"{path.relative_to(ROOT)}:{line}" for package in PROJECT if package not in ("exchange", "paper_exchange",
+                                                                                           "tests")
+             for path in modules(package) for line in reads_of_info(path)]
+    assert not wrong, wrong

@@ -141,3 +141,20 @@ def test_zero_fee_round_trip_is_qty_times_the_price_move(side, entry, exit_, qty
     pnl = realized_pnl(side, [Fill(side=side, price=entry, qty=qty)], exits)
     assert pnl.net_pnl == pnl.gross_pnl == side.sign * qty * (exit_ - entry)
     assert pnl.is_flat
+
+
+def test_reported_averages_and_r_are_rounded_while_the_sums_stay_exact():
+    # Three exits at prices whose average has no finite decimal form (thirds), risk of 3.
+    entries = [fill(Side.BUY, "100", "3", "0")]
+    exits = [fill(Side.SELL, "101", "1", "0"), fill(Side.SELL, "101", "1", "0"), fill(Side.SELL, "102", "1", "0")]
+    pnl = realized_pnl(Side.BUY, entries, exits, initial_stop=D("99"))
+    assert pnl.net_pnl == D("4") and pnl.gross_pnl == D("4")  # exact
+    assert pnl.avg_exit_price == D("101.3333333333")  # 10 decimals, not 50 digits
+    assert pnl.r_multiple == D("1.3333")  # 4 / 3, four decimals
+
+
+def test_rounding_never_pads_an_exact_figure():
+    pnl = realized_pnl(Side.BUY, [fill(Side.BUY, "63000.1", "1")], [fill(Side.SELL, "63002.1", "1")],
+                       initial_stop=D("62999.1"))
+    assert str(pnl.avg_entry_price) == "63000.1" and str(pnl.avg_exit_price) == "63002.1"
+    assert str(pnl.r_multiple) == "2"  # 2 / 1, not 2.0000

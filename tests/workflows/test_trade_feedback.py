@@ -52,6 +52,20 @@ async def test_position_hash_streams_and_outcome(rig, paper, redis_client):
     assert filled["entry"] == state.entry_qty and filled["tp1"] + filled["close"] == state.entry_qty
 
 
+async def test_a_stop_out_reports_the_stops_fill_as_sl(rig, paper, redis_client):
+    """The triggered stop's market order carries no client id of ours: its fill is still the
+    stop's ("sl"), never an outside order ("exchange")."""
+    paper.set_price("XRPUSDT", "2.0000")
+    handle = await rig.start(rig.intent("XRPUSDT", "BUY", "2.0000"))
+    state = await rig.wait_status(handle, "OPEN")
+    paper.set_price("XRPUSDT", state.exit.stop - D("0.01"))
+    result = await rig.result(handle)
+    assert result.exit_reason.value == "SL"
+    executions = await redis_client.xrange(EXECUTION_RESULT_STREAM)
+    steps = [fields["step"] for _, fields in executions if fields["workflow_id"] == handle.id]
+    assert steps.count("entry") == 1 and "sl" in steps and "exchange" not in steps, steps
+
+
 async def _wait_hash(rig, redis_client, symbol, check, timeout: float = 10):
     import asyncio
     import time

@@ -4,7 +4,7 @@ Every ccxt exception an activity sees goes through `classify_exchange_error`, wh
 Binance error code (`-2019`, `-2021`, ...) next to a stable `kind`, so callers branch on what
 happened rather than on exception class names, and Temporal retries only what can succeed later.
 
-`redact` is the one sanitizer of exchange error text: the client (`activities/exchange.py`)
+`redact` is the one sanitizer of exchange error text: the client (`exchange/client.py`)
 passes every error that leaves a request through it, so no signed URL (`…&signature=…`), API key
 or secret reaches a workflow history or a log line.
 """

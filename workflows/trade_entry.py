@@ -1,0 +1,156 @@
+"""Stages 2-5 of a trade: sizing at the gates' price, the adaptive levels, the entry (with its
+protective stop in one activity) and the protection that rests on the exchange until flat.
+
+A mixin of `TradeWorkflow` (workflows/trade.py): its methods run in the workflow, on its state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from decimal import Decimal
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.schemas.gates import GateReport
+    from activities.schemas.orders import (
+        LATE_ENTRY_REFUSED,
+        OrderRef,
+        OrderType,
+        PlaceOrderRequest,
+        PositionRequest,
+        ProtectiveStop,
+    )
+    from trading.exits import ExitState
+    from trading.levels import LevelsError, levels_for_intent, rebase_levels
+    from trading.models import ExitReason, TradeStatus
+    from trading.sizing import size_position
+    # `import a.b as c`, not `from a import b`: the sandbox already holds its own `workflows`
+    # package (the parent of this module), so a from-import of a sibling would re-execute the
+    # sibling inside the sandbox for every workflow run instead of passing it through.
+    import workflows.activity_calls as calls
+    from workflows.trade_state import Stage
+    from workflows.trade_support import StopRefused, failure_of, nothing, raise_, utc_of_ms
+
+
+
+class EntrySteps:
+    async def _size(self, report: GateReport) -> bool:
+        intent, st, policy = self.intent, self.state, self.state.policy
+        st.rules = report.market_rules
+        try:
+            st.planned_levels = levels_for_intent(intent, tick_size=st.rules.tick_size,
+                                                  entry_price=report.price, policy=policy.levels)
+            sizing = size_position(
+                side=intent.side, entry_price=report.price, stop_price=st.planned_levels.stop_loss,
+                confidence=intent.confidence, equity=report.equity or Decimal(0),
+                free_margin=report.free_margin or Decimal(0), intent_size_usd=intent.position_size_usd,
+                intent_leverage=intent.leverage, market=st.rules.sizing_rules(), policy=policy.sizing)
+        except (LevelsError, ValueError) as err:
+            await self._release_lock(cooldown=False)
+            await self._reject(f"sizing: {err}")
+            return False
+        st.sizing = sizing
+        if report.entry_guard is not None:  # (its clock starts when the gates read the price)
+            st.entry_guard = report.entry_guard.model_copy(update={"planned_stop": st.planned_levels.stop_loss})
+        if not sizing.ok:
+            await self._release_lock(cooldown=False)
+            await self._reject(f"sizing: {sizing.rejected_reason}")
+            return False
+        st.leverage = sizing.leverage
+        st.note(f"size {sizing.quantity} @ ~{report.price} ×{sizing.leverage} ({sizing.binding_cap} cap)")
+        return True
+
+    async def _enter(self) -> bool:
+        intent, st = self.intent, self.state
+        request = PlaceOrderRequest(  # leverage (isolated) is set by the same activity, just before
+            symbol=intent.symbol, side=intent.side, type=OrderType.MARKET, leverage=st.leverage,
+            quantity=st.sizing.quantity, client_order_id=self._cid("entry"))
+        try:
+            if st.order_tag is None:  # (histories from before RUN_TAGGED_ENTRY)
+                order = await self._place("entry", request)
+            else:
+                order = await self._open_position(request.model_copy(update={
+                    "entry_guard": st.entry_guard,
+                    "protective_stop": ProtectiveStop(client_order_id=self._cid("sl-1"),
+                                                      planned_levels=st.planned_levels)}))
+            for _ in range(st.policy.entry_fill_checks):
+                if order.filled > 0 and order.average_price is not None:
+                    break
+                await workflow.sleep(timedelta(seconds=1))
+                order = await self._call(calls.GET_ORDER, OrderRef(symbol=intent.symbol,
+                                                                   client_order_id=order.client_order_id))
+                self._remember("entry", order)
+        except ActivityError as err:
+            kind, message = failure_of(err)
+            if kind == LATE_ENTRY_REFUSED:  # nothing was sent: the gates' verdict is out of date
+                await self._release_lock(cooldown=False)
+                await self._reject(message)
+                return False
+            return await self._abort_entry(f"entry order failed: {message}")
+        if order is None or order.filled <= 0 or order.average_price is None:
+            return await self._abort_entry("entry order did not fill")
+
+        # Partial fills give the position its real size; levels move onto the real fill price.
+        st.entry_qty = st.open_qty = order.filled
+        st.entry_price = order.average_price
+        st.opened_at_ms = order.time_ms or self._now_ms()
+        st.last_price, st.last_price_ms = order.average_price, st.opened_at_ms
+        levels = rebase_levels(st.planned_levels, order.average_price)
+        st.exit = ExitState.start(levels, opened_at=utc_of_ms(st.opened_at_ms))
+        st.note(f"entry filled {order.filled} @ {order.average_price}")
+        if order.protective_stop is not None:  # placed by the entry activity itself
+            stop = order.protective_stop
+            if stop.trigger_price is not None and stop.trigger_price != levels.stop_loss:
+                st.note(f"stop rests at {stop.trigger_price}, planned {levels.stop_loss}")
+                st.exit = st.exit.model_copy(update={"stop": stop.trigger_price})
+        elif order.protective_stop_error:
+            self._stop_refused = StopRefused(order.protective_stop_error, order.protective_stop_crossed)
+        return True
+
+    async def _abort_entry(self, why: str) -> bool:
+        """Entry failed: make sure nothing is open (an unknown outcome may have filled), FAILED."""
+        st = self.state
+        st.note(why)
+        try:
+            flat = await self._shielded(self._close_round())
+        except ActivityError as err:
+            flat = False
+            why += f"; could not confirm flat: {failure_of(err)[1]}"
+        if flat:
+            if st.order_tag is not None:
+                # open_position may have placed `sl-1` before its last attempt failed: once flat,
+                # nothing of this trade may rest on the exchange (an unknown id is a no-op).
+                await self._cancel_stops()
+            await self._release_lock(cooldown=False)
+        st.reason, st.stage = why, Stage.DONE
+        await self._set_status(TradeStatus.FAILED)
+        return False
+
+    async def _protect(self) -> None:
+        st = self.state
+        # The liquidation price (adjust_levels refuses a stop beyond it) is read alongside.
+        # The entry activity usually placed the stop already (`sl-1`).
+        if self._stop_refused is not None:  # the entry activity's stop was refused on its merits
+            placing = raise_(self._stop_refused)
+        elif st.stop_client_id is None:
+            placing = self._place_stop(st.exit.stop)
+        else:
+            placing = nothing()
+        stop, position = await asyncio.gather(
+            placing, self._call(calls.GET_POSITION, PositionRequest(symbol=self.intent.symbol)),
+            return_exceptions=True)
+        if isinstance(stop, StopRefused):
+            reason = ExitReason.SL if stop.crossed else ExitReason.PROTECTION_FAILED
+            await self._close(reason, f"protective stop not placed ({stop}): closed at market")
+            return
+        if isinstance(stop, BaseException):
+            raise stop
+        if isinstance(position, BaseException):
+            st.note(f"liquidation price unknown: {failure_of(position)[1]}")
+        else:
+            st.liquidation_price = position.liquidation_price
+        await self._set_status(TradeStatus.OPEN)
+        self._record_position()
