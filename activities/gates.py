@@ -37,8 +37,8 @@ from common.redis_keys import (COOLDOWN_KEY, FIRST_RUN_KEY, GATE_REJECTIONS_KEY,
                                SAFE_MODE_KEY, latest_price_key)
 from trading.entry_checks import EntryGuard, deviation_problem, price_deviation_pct
 from trading.intent import TradeIntent, intent_age_s, is_from_future, is_stale
-from trading.models import Side
-from trading.sizing import size_position
+from trading.entry_plan import EntryPlan, plan_entry
+from trading.levels import LevelsError
 
 FIRST_RUN_TTL_S = 90 * 86_400
 
@@ -159,6 +159,7 @@ class _Snapshot(BaseModel):
     equity: Decimal | None = None
     free_margin: Decimal | None = None
     open_notional: dict[str, Decimal] = {}  # symbol id -> |notional| of open positions
+    plan: EntryPlan | None = None  # the market gate's entry plan, handed to the workflow
 
 
 class GateActivities:
@@ -295,13 +296,17 @@ class GateActivities:
              f"{len(others)} other trades open (max {s.max_open_trades})")
 
         leverage = min(intent.leverage, s.max_leverage)
-        planned = intent.position_size_usd * leverage  # position_size_usd is margin (sizing.py)
+        market = self._plan(intent, snap, leverage)  # the entry plan (snap.plan) or why there is none
+        if snap.plan is not None:
+            planned = snap.plan.sizing.notional  # what the workflow will open
+        else:  # no plan (the market gate says why): the most the intent could open
+            planned = intent.position_size_usd * leverage  # position_size_usd is margin (sizing.py)
         if s.max_notional_usd is not None:
             planned = min(planned, s.max_notional_usd)
         exposure = sum(snap.open_notional.values(), Decimal(0))
         gate("max_total_exposure", exposure + planned <= s.max_total_exposure_usd,
              f"total exposure would be {exposure + planned:.2f} USDT (open {exposure:.2f} + "
-             f"this trade up to {planned:.2f}; max {s.max_total_exposure_usd})",
+             f"this trade {planned:.2f}; max {s.max_total_exposure_usd})",
              f"total exposure {exposure:.2f} + {planned:.2f} <= {s.max_total_exposure_usd} USDT")
         free = snap.free_margin or Decimal(0)
         gate("free_margin", free >= s.min_free_margin_usd and free > 0,
@@ -318,35 +323,34 @@ class GateActivities:
              f"{equity:.2f} USDT: it could never be margined",
              f"position_size_usd {intent.position_size_usd:f} needs {margin:.2f} <= equity {equity:.2f} USDT")
 
-        out.append(self._market_verdict(intent, snap, leverage))
+        out.append(market)
         out.append(self._deviation_verdict(intent, snap))
         return out
 
-    def _market_verdict(self, intent: TradeIntent, snap: _Snapshot, leverage: int) -> GateVerdict:
+    def _plan(self, intent: TradeIntent, snap: _Snapshot, leverage: int) -> GateVerdict:
+        """The `market` verdict: the entry plan the workflow will open (trading/entry_plan.py),
+        with the trade's own policy: its levels at today's price and the size they allow; kept in
+        `snap.plan` when it can open (the exposure gate checks its notional)."""
         name = "market"
         if snap.rules is None or snap.price is None:
             return GateVerdict(name=name, passed=False,
                                detail=f"market {intent.symbol} does not exist on the exchange")
-        # Size at today's price with the intent's stop distance (levels are re-based on the fill).
-        if intent.stop_loss is not None:
-            distance = abs(intent.entry_price - intent.stop_loss) / intent.entry_price
-        else:
-            distance = self._settings.fallback_stop_pct / 100
-        sign = 1 if intent.side is Side.BUY else -1
-        stop = snap.price * (1 - sign * distance)
-        sizing = size_position(
-            side=intent.side, entry_price=snap.price, stop_price=stop,
-            confidence=intent.confidence, equity=snap.equity or Decimal(0),
-            free_margin=snap.free_margin or Decimal(0), intent_size_usd=intent.position_size_usd,
-            intent_leverage=leverage, market=snap.rules.sizing_rules(),
-            policy=self._settings.sizing_policy(),
-        )
+        policy = self._policy or TradePolicy()
+        try:
+            plan = plan_entry(intent, snap.price, tick_size=snap.rules.tick_size, market=snap.rules.sizing_rules(),
+                              equity=snap.equity or Decimal(0), free_margin=snap.free_margin or Decimal(0),
+                              levels=policy.levels, sizing=policy.sizing if self._policy else
+                              self._settings.sizing_policy(), leverage=leverage)
+        except (LevelsError, ValueError) as err:
+            return GateVerdict(name=name, passed=False, detail=f"no entry plan: {err}")
+        sizing = plan.sizing
         if not sizing.ok:
             return GateVerdict(name=name, passed=False,
                                detail=f"min notional not reachable: {sizing.rejected_reason}")
+        snap.plan = plan
         return GateVerdict(name=name, passed=True,
-                           detail=f"{sizing.quantity} contracts ({sizing.notional:.2f} USDT) "
-                                  f">= min notional {snap.rules.min_notional}")
+                           detail=f"{sizing.quantity} contracts ({sizing.notional:.2f} USDT) ×{sizing.leverage} "
+                                  f">= min notional {snap.rules.min_notional}, stop {plan.levels.stop_loss}")
 
     def _deviation_verdict(self, intent: TradeIntent, snap: _Snapshot) -> GateVerdict:
         name = "price_deviation"
@@ -427,6 +431,7 @@ class GateActivities:
             lock_acquired=acquired and not failed, market_rules=snap.rules, price=snap.price,
             price_time_ms=snap.price_time_ms, equity=snap.equity, free_margin=snap.free_margin,
             policy=self._policy, features=features, entry_guard=None if failed else guard,
+            plan=None if failed else snap.plan,
         )
 
     async def _count_rejection(self, gate: str) -> None:

@@ -38,9 +38,6 @@ class RiskSettings(BaseSettings):
     # An entry order sent later than this (wall seconds) after the gates, or by a retried
     # attempt, re-checks the deviation and the planned stop against the live price first.
     entry_recheck_after_s: float = Field(3.0, ge=0)
-    # Stop distance assumed by the min-notional check when the intent carries no stop_loss
-    # (the old system's fail-safe maximum SL).
-    fallback_stop_pct: Decimal = Field(Decimal("2.0"), gt=0, lt=100)
     # The market feed's latest price (`quantum:market:price:{symbol}`) is used instead of a
     # ticker call when the feed received it at most this long ago (wall clock); 0: never.
     feed_price_max_age_ms: int = Field(2_000, ge=0, le=3_600_000)

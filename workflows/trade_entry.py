@@ -24,9 +24,9 @@ with workflow.unsafe.imports_passed_through():
         ProtectiveStop,
     )
     from trading.exits import ExitState
-    from trading.levels import LevelsError, levels_for_intent, rebase_levels
+    from trading.entry_plan import plan_entry
+    from trading.levels import LevelsError, rebase_levels
     from trading.models import ExitReason, TradeStatus
-    from trading.sizing import size_position
     # `import a.b as c`, not `from a import b`: the sandbox already holds its own `workflows`
     # package (the parent of this module), so a from-import of a sibling would re-execute the
     # sibling inside the sandbox for every workflow run instead of passing it through.
@@ -40,18 +40,19 @@ class EntrySteps:
     async def _size(self, report: GateReport) -> bool:
         intent, st, policy = self.intent, self.state, self.state.policy
         st.rules = report.market_rules
+        # The gates' plan (what they checked) is what opens; a report from before the gates
+        # planned (a recorded history) is planned here, by the same function, from the same read.
+        plan = report.plan
         try:
-            st.planned_levels = levels_for_intent(intent, tick_size=st.rules.tick_size,
-                                                  entry_price=report.price, policy=policy.levels)
-            sizing = size_position(
-                side=intent.side, entry_price=report.price, stop_price=st.planned_levels.stop_loss,
-                confidence=intent.confidence, equity=report.equity or Decimal(0),
-                free_margin=report.free_margin or Decimal(0), intent_size_usd=intent.position_size_usd,
-                intent_leverage=intent.leverage, market=st.rules.sizing_rules(), policy=policy.sizing)
+            if plan is None:
+                plan = plan_entry(intent, report.price, tick_size=st.rules.tick_size, market=st.rules.sizing_rules(),
+                                  equity=report.equity or Decimal(0), free_margin=report.free_margin or Decimal(0),
+                                  levels=policy.levels, sizing=policy.sizing)
         except (LevelsError, ValueError) as err:
             await self._release_lock(cooldown=False)
             await self._reject(f"sizing: {err}")
             return False
+        st.planned_levels, sizing = plan.levels, plan.sizing
         st.sizing = sizing
         if report.entry_guard is not None:  # (its clock starts when the gates read the price)
             st.entry_guard = report.entry_guard.model_copy(update={"planned_stop": st.planned_levels.stop_loss})

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from activities.schemas.market import SymbolRules
 from activities.schemas.policy import TradePolicy
+from trading.entry_plan import EntryPlan
 from trading.entry_checks import EntryGuard
 from trading.features import MarketFeatures
 from trading.intent import TradeIntent
@@ -49,6 +50,9 @@ class GateReport(BaseModel):
     features: MarketFeatures | None = None
     # What the entry order re-checks when it goes out late (deviation limit, the gates' price).
     entry_guard: EntryGuard | None = None
+    # The entry the workflow opens: levels, size, leverage, binding cap, planned by the market gate
+    # at `price` with `policy` (None when a gate failed, and in reports from before it existed).
+    plan: EntryPlan | None = None
 
     def verdict(self, name: str) -> GateVerdict:
         return next(v for v in self.verdicts if v.name == name)

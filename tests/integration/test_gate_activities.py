@@ -74,6 +74,11 @@ async def test_all_gates_pass_and_report_everything(exchange, redis_client, mark
     assert report.price == Decimal("63000.00") and report.equity == Decimal("10000")
     assert report.market_rules.min_notional == Decimal("100") and report.free_margin > 0
     assert await redis_client.get(lock_key(BTC)) == "trade-a"
+    # The entry plan the workflow will open, planned at the gates' price (trading/entry_plan.py).
+    plan = report.plan
+    assert plan.ok and plan.price == report.price and plan.levels.stop_loss < report.price
+    assert plan.sizing.notional >= report.market_rules.min_notional
+    assert f"{plan.sizing.quantity} contracts" in report.verdict("market").detail
 
 
 async def test_safe_mode_with_ttl(exchange, redis_client, market_now):
@@ -129,7 +134,9 @@ async def test_max_open_trades_counts_exchange_positions(exchange, redis_client,
 
 async def test_max_total_exposure(exchange, redis_client, market_now):
     acts = gates(exchange, redis_client, max_total_exposure_usd=Decimal("400"))
-    await assert_rejected_by(acts, make_intent(market_now), "max_total_exposure", "500.00", "max 400")
+    # This trade counts with its entry plan's notional: the intent's 500 USDT floored to the step,
+    # 0.007 BTC at 63,000 = 441 (the plan the workflow would open), not the intent's upper bound.
+    await assert_rejected_by(acts, make_intent(market_now), "max_total_exposure", "this trade 441.00", "max 400")
 
 
 async def test_free_margin(exchange, redis_client, market_now):
