@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 import redis.asyncio as aioredis
@@ -44,9 +44,11 @@ from signals_ingest.intake_status import read_intake_status
 from signals_ingest.known_symbols import KnownSymbols
 from signals_ingest.start_priority import BACKLOG_PRIORITY, MarketClock, start_priority
 from common.redis_values import decoded
-from common.redis_keys import INTAKE_STATS_KEY
-from trading.intent import IntentError, parse_stream_fields, to_stream_fields
+from common.redis_keys import GATE_REJECTIONS_KEY, INTAKE_STATS_KEY
+from activities.risk_settings import RiskSettings
+from trading.intent import IntentError, intent_age_s, is_stale, parse_stream_fields, to_stream_fields
 from workflows.starter import IntentConflict, start_trade
+from workflows.trade_state import StaleAtIntake
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ class IntakeCounters:
     start_failures: int = 0
     trimmed_before_start: int = 0
     deprioritized: int = 0  # started at the lowest priority: already stale when read
+    stale_at_intake: int = 0  # started with the proof they are stale: REJECTED with no activity
     last_error: str = ""
 
 
@@ -120,12 +123,13 @@ class IntentIntake:
     """One consumer of the intake group. Run several processes side by side to scale out."""
 
     def __init__(self, redis: aioredis.Redis, client: Client, settings: IntakeSettings | None = None,
-                 symbols: KnownSymbols | None = None) -> None:
+                 symbols: KnownSymbols | None = None, risk: RiskSettings | None = None) -> None:
         self.redis = redis  # decode_responses=False: entries are kept byte-exact for the DLQ
         self.client = client
         self.settings = settings or IntakeSettings()
         self.symbols = symbols or KnownSymbols(redis, self.settings.symbols_refresh_s)
         self.market_clock = MarketClock(redis)
+        self._max_intent_age_s = (risk or RiskSettings()).max_intent_age_s  # the gates' own limit
         self.counters = IntakeCounters()
         self.backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
         self._in_flight: dict[str, asyncio.Task] = {}
@@ -331,16 +335,31 @@ class IntentIntake:
             await asyncio.sleep(2.0)
         return symbols
 
+    async def _stale_for_sure(self, intent) -> StaleAtIntake | None:
+        """The proof that the intent is stale (the gates' rule at a market time certainly reached),
+        or None: then the gates decide, with the market's own clock."""
+        if not self.settings.decide_stale:
+            return None
+        reached_ms = await self.market_clock.at_least_ms(intent.symbol)
+        if reached_ms is None:
+            return None
+        reached = datetime.fromtimestamp(reached_ms / 1000, UTC)
+        if not is_stale(intent, reached, self._max_intent_age_s):
+            return None
+        return StaleAtIntake(market_ms=reached_ms, age_s=intent_age_s(intent, reached),
+                             max_age_s=self._max_intent_age_s)
+
     async def _start(self, entry_id: str, fields, intent) -> Outcome:
         s = self.settings
         priority = start_priority(intent, await self.market_clock.now_ms(intent.symbol), s.deprioritize_after_s)
+        stale = await self._stale_for_sure(intent)
         while True:
             await self.backoff.wait_turn()
             began = time.monotonic()
             try:
                 _, started = await start_trade(self.client, intent, task_queue=s.task_queue,
                                                rpc_timeout=timedelta(seconds=s.start_timeout_s),
-                                               priority=priority)
+                                               priority=priority, stale=stale)
             except IntentConflict as err:
                 return await self._conflict(entry_id, fields, err)
             except RPCError as err:
@@ -361,6 +380,9 @@ class IntentIntake:
                 if priority == BACKLOG_PRIORITY:
                     self.counters.deprioritized += 1
                     m.DEPRIORITIZED.inc()
+                if stale is not None:  # refused by the stale gate's rule here: counted like the gate does
+                    self.counters.stale_at_intake += 1
+                    await self.redis.hincrby(GATE_REJECTIONS_KEY, "stale_intent", 1)
             else:
                 outcome = Outcome.DUPLICATE
                 self.counters.duplicates += 1
@@ -434,6 +456,7 @@ class IntentIntake:
             "dead_lettered": c.dead_lettered,
             "reclaimed": c.reclaimed, "start_failures": c.start_failures,
             "trimmed_before_start": c.trimmed_before_start, "deprioritized": c.deprioritized,
+            "stale_at_intake": c.stale_at_intake,
             "in_flight": len(self._in_flight),
             "starts_per_s": f"{rate:.1f}", "backing_off": int(self.backoff.active),
             "last_error": c.last_error[:300], "updated_ms": int(time.time() * 1000),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.redis_keys import INTAKE_GROUP, TRADE_INTENT_DLQ_STREAM, TRADE_INTENT_STREAM
@@ -64,7 +64,13 @@ class IntakeSettings(BaseSettings):
     # Intents already older than this (market time, as the feed or the wall clock tells it) are
     # started at Temporal's lowest task-queue priority, so a replayed backlog never delays a
     # fresh intent. Only the order changes: the workflow's stale gate still decides. 0 = off.
-    deprioritize_after_s: float = Field(240.0, ge=0)
+    # (env QT_INGEST_DEPRIORITIZE_AGE_S, as documented; the field name was never read from the env)
+    deprioritize_after_s: float = Field(240.0, ge=0, validation_alias=AliasChoices(
+        "QT_INGEST_DEPRIORITIZE_AGE_S", "deprioritize_after_s"))
+    # An intent already stale at a market time the feed proves reached (older than the gates'
+    # QT_RISK_MAX_INTENT_AGE_S: the same rule, `trading.intent.is_stale`) is started with that
+    # proof: its workflow ends REJECTED in its first task, with no activity. false: the gates decide.
+    decide_stale: bool = True
 
     # The exchange's symbol list (unknown symbols are dead-lettered) is refreshed this often.
     symbols_refresh_s: float = Field(300.0, ge=1)

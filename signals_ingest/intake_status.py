@@ -17,7 +17,7 @@ from common.redis_keys import INTAKE_STATS_KEY
 
 # Counters each intake process publishes (hash INTAKE_STATS_KEY, expires when it stops).
 STAT_FIELDS = ("started", "duplicates", "conflicts", "dead_lettered", "reclaimed", "start_failures",
-               "trimmed_before_start", "deprioritized", "in_flight", "starts_per_s", "backing_off", "last_error",
+               "trimmed_before_start", "deprioritized", "stale_at_intake", "in_flight", "starts_per_s", "backing_off", "last_error",
                "updated_ms")
 
 

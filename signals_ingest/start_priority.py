@@ -46,19 +46,30 @@ class MarketClock:
         self.redis = redis
         self.max_feed_age_ms = int(max_feed_age_s * 1000)
         self.cache_s = cache_s
-        self._cache: dict[str, tuple[float, int | None]] = {}  # symbol -> (read at, offset ms)
+        # symbol -> (read at, offset ms, the feed's exchange time ms)
+        self._cache: dict[str, tuple[float, int | None, int | None]] = {}
 
     async def now_ms(self, symbol: str) -> int:
+        """An estimate of the market's now (for a scheduling hint): the feed's offset from the
+        wall clock applied to the wall clock now, else the wall clock."""
         wall_ms = int(time.time() * 1000)
-        read_at, offset = self._cache.get(symbol, (-1e18, None))
-        if time.monotonic() - read_at > self.cache_s:
-            offset = await self._feed_offset_ms(symbol, wall_ms)
-            self._cache[symbol] = (time.monotonic(), offset)
+        offset, _ = await self._read(symbol, wall_ms)
         return wall_ms + offset if offset is not None else wall_ms
 
-    async def _feed_offset_ms(self, symbol: str, wall_ms: int) -> int | None:
-        """Market time minus wall time, as of the feed's last price; None: no recent feed price."""
-        feed = parse_latest_price(await self.redis.hgetall(latest_price_key(symbol)))
-        if feed is None or feed.age_ms(wall_ms) > self.max_feed_age_ms:
-            return None  # no feed, or it stopped: its clock says nothing about now
-        return feed.exchange_ms - feed.received_ms
+    async def at_least_ms(self, symbol: str) -> int | None:
+        """A time the market has certainly reached: the exchange time of the feed's latest price
+        (market time only moves forward; no wall-clock extrapolation, which runs ahead of a
+        replay slower than real time). None without a feed price."""
+        _, feed_ms = await self._read(symbol, int(time.time() * 1000))
+        return feed_ms
+
+    async def _read(self, symbol: str, wall_ms: int) -> tuple[int | None, int | None]:
+        read_at, offset, feed_ms = self._cache.get(symbol, (-1e18, None, None))
+        if time.monotonic() - read_at > self.cache_s:
+            feed = parse_latest_price(await self.redis.hgetall(latest_price_key(symbol)))
+            feed_ms = feed.exchange_ms if feed is not None else None
+            # No feed, or it stopped: its clock says nothing about *now* (but it was reached).
+            offset = None if feed is None or feed.age_ms(wall_ms) > self.max_feed_age_ms else \
+                feed.exchange_ms - feed.received_ms
+            self._cache[symbol] = (time.monotonic(), offset, feed_ms)
+        return offset, feed_ms

@@ -44,7 +44,7 @@ from trading.intent import (
 from trading.models import TradeStatus
 from common.task_queues import TRADE_WORKFLOWS
 from common import search_attributes as sa
-from workflows.trade_state import TradeResult
+from workflows.trade_state import StaleAtIntake, TradeResult
 from workflows.trade_view import static_details, static_summary
 
 WORKFLOW_TYPE = "TradeWorkflow"
@@ -84,9 +84,11 @@ def initial_search_attributes(intent: TradeIntent) -> TypedSearchAttributes:
 async def start_trade(client: Client, fields: Mapping[str, Any] | TradeIntent,
                       *, workflow_id: str | None = None, task_queue: str = TRADE_WORKFLOWS,
                       rpc_timeout: timedelta | None = None,
-                      priority: Priority = Priority.default) -> tuple[WorkflowHandle, bool]:
+                      priority: Priority = Priority.default,
+                      stale: StaleAtIntake | None = None) -> tuple[WorkflowHandle, bool]:
     """Start the trade; (handle, started). `started` False: this intent already has a workflow.
     `priority`: Temporal's task-queue priority (the intake lowers it for a stale backlog).
+    `stale`: the intake's proof that the intent is stale: the workflow ends REJECTED at once.
 
     Raises `IntentError` for an intent that cannot be parsed (nothing is started), and
     `temporalio.service.RPCError` when Temporal did not take the start (unreachable, timeout...).
@@ -94,8 +96,9 @@ async def start_trade(client: Client, fields: Mapping[str, Any] | TradeIntent,
     intent = fields if isinstance(fields, TradeIntent) else parse_stream_fields(fields)
     workflow_id = workflow_id or workflow_id_for(intent)
     try:
+        args = [to_stream_fields(intent)] if stale is None else [to_stream_fields(intent), None, stale]
         handle = await client.start_workflow(
-            WORKFLOW_TYPE, to_stream_fields(intent), id=workflow_id, task_queue=task_queue,
+            WORKFLOW_TYPE, args=args, id=workflow_id, task_queue=task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             static_summary=static_summary(intent), static_details=static_details(intent), result_type=TradeResult,

@@ -29,7 +29,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.schemas.gates import GateRequest
+    from activities.schemas.gates import GateRequest, GateVerdict
     from activities.schemas.policy import TradePolicy
     from trading.client_ids import run_tag
     from trading.intent import IntentError, TradeIntent, parse_stream_fields
@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         AdjustLevelsResult,
         CloseRequest,
         Stage,
+        StaleAtIntake,
         TradeResult,
         TradeState,
     )
@@ -64,6 +65,11 @@ with workflow.unsafe.imports_passed_through():
 RUN_TAGGED_ENTRY = "run-tagged-orders-open-position"
 
 
+def _typed(model: type, value: Any) -> Any:
+    """`value` as `model` (a dict when the SDK decoded without type hints); None stays None."""
+    return value if value is None or isinstance(value, model) else model.model_validate(value)
+
+
 def _refused(message: str) -> ApplicationError:
     """A validator's refusal: the request is wrong for this trade's state, and asking again
     unchanged cannot help (non-retryable; nothing was written to history)."""
@@ -76,7 +82,8 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
     mixins' methods (trade_entry, trade_monitoring, trade_orders, trade_close)."""
 
     @workflow.init
-    def __init__(self, intent: dict[str, Any], carried: TradeState | None = None) -> None:
+    def __init__(self, intent: dict[str, Any], carried: TradeState | None = None,
+                 stale: StaleAtIntake | None = None) -> None:
         self._raw_intent = intent
         self.intent: TradeIntent | None = None
         self._invalid: str | None = None
@@ -86,6 +93,10 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
                 self._invalid = f"the input must be a JSON object of intent fields, got {type(intent).__name__}"
         except IntentError as err:
             self._invalid = str(err)
+        # The SDK decodes by the type hints only when every parameter got an argument: a run
+        # continued as new (2 arguments of 3) hands `carried` over as a plain dict.
+        carried, self._stale = _typed(TradeState, carried), _typed(StaleAtIntake, stale)
+        self._carried = carried is not None
         self.state = carried or TradeState(workflow_id=workflow.info().workflow_id)
         self._close_request: CloseRequest | None = None
         self._adjust_request: AdjustLevelsRequest | None = None
@@ -101,11 +112,18 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
     # ============================================================================ the lifecycle
 
     @workflow.run
-    async def run(self, intent: dict[str, Any], carried: TradeState | None = None) -> TradeResult:
+    async def run(self, intent: dict[str, Any], carried: TradeState | None = None,
+                  stale: StaleAtIntake | None = None) -> TradeResult:
         try:
             if self.intent is None:
                 return await self._reject(f"invalid intent: {self._invalid}")
-            if carried is None:
+            stale = self._stale  # (the arguments as `__init__` typed them)
+            if stale is not None and not self._carried:
+                # 1. Gates, decided before any: the intake's clock already proves the intent stale.
+                self._announce()
+                self.state.gates = [GateVerdict(name="stale_intent", passed=False, detail=stale.detail)]
+                return await self._reject(f"stale_intent: {stale.detail}")
+            if not self._carried:
                 await self._start()
             if not self.state.status.is_final:
                 await self._manage_until_closed()
@@ -121,13 +139,7 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
         first_run_id = workflow.info().first_execution_run_id
         if workflow.patched(RUN_TAGGED_ENTRY) and first_run_id:
             st.order_tag = run_tag(first_run_id)
-        workflow.upsert_search_attributes([
-            sa.SYMBOL.value_set(intent.symbol), sa.SIDE.value_set(intent.side.value),
-            sa.CONFIDENCE.value_set(intent.confidence), sa.LEVERAGE.value_set(float(intent.leverage)),
-            sa.MODEL_VERSION.value_set(intent.model), sa.INTENT_SOURCE.value_set(intent.source or "unknown"),
-            sa.TRADE_STATUS.value_set(TradeStatus.PENDING.value),
-        ])
-        self._show()
+        self._announce()
 
         # 1. Gates: every verdict in one activity; the symbol lock is taken only if all pass.
         # The report also carries the trade's policy and the entry features (kill score): every
@@ -169,6 +181,17 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
         st.stage = Stage.PROTECTION
         self._show()
         await self._protect()
+
+    def _announce(self) -> None:
+        """The trade's search attributes (PENDING) and details, before its first decision."""
+        intent = self.intent
+        workflow.upsert_search_attributes([
+            sa.SYMBOL.value_set(intent.symbol), sa.SIDE.value_set(intent.side.value),
+            sa.CONFIDENCE.value_set(intent.confidence), sa.LEVERAGE.value_set(float(intent.leverage)),
+            sa.MODEL_VERSION.value_set(intent.model), sa.INTENT_SOURCE.value_set(intent.source or "unknown"),
+            sa.TRADE_STATUS.value_set(TradeStatus.PENDING.value),
+        ])
+        self._show()
 
     async def _manage_until_closed(self) -> None:
         """Stages 6-7: monitoring and harvest, until a close (stages 8-9 run from `_close`)."""

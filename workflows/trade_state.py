@@ -102,6 +102,22 @@ class TradeState(BaseModel):
         return next((o for o in self.orders if o.step == step), None)
 
 
+class StaleAtIntake(BaseModel):
+    """The intake saw the intent stale for sure: older than the gates' limit at the market time of
+    the feed's latest price (a lower bound of the market's now, which only moves forward). The
+    workflow then ends REJECTED in its first task, with no activity (a replayed backlog costs the
+    server one workflow task per intent)."""
+
+    market_ms: int  # the feed's latest exchange time for the symbol
+    age_s: float  # the intent's age at that time
+    max_age_s: float  # the gates' limit (QT_RISK_MAX_INTENT_AGE_S)
+
+    @property
+    def detail(self) -> str:  # the stale_intent gate's words
+        return (f"intent is stale: {self.age_s:.0f} s old at market time (max {self.max_age_s:g} s; "
+                "seen by the intake, from the market feed's clock)")
+
+
 class AdjustLevelsRequest(BaseModel):
     """New stop and/or take-profit prices for an OPEN trade (operator update)."""
 

@@ -4,7 +4,9 @@ market's time from the feed's latest price, else the wall clock."""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 from signals_ingest.start_priority import BACKLOG_PRIORITY, MarketClock
 from common.redis_keys import latest_price_key
@@ -12,6 +14,7 @@ from local_stack.intents import intent_fields
 from trading.intent import parse_stream_fields, workflow_id_for
 
 HOUR_MS = 3_600_000
+HISTORIES = Path(__file__).resolve().parents[1] / "workflows" / "histories"
 
 
 async def feed_price(redis, symbol: str, market_ms: int, received_ms: int | None = None) -> None:
@@ -73,3 +76,42 @@ async def test_deprioritizing_can_be_switched_off(start_intake, raw_redis, tempo
     desc = await temporal_client.get_workflow_handle(workflow_id_for(parse_stream_fields(old))).describe()
     assert desc.raw_description.workflow_execution_info.priority.priority_key == 0
     assert rig.intake.counters.deprioritized == 0
+
+
+async def test_an_intent_the_feed_proves_stale_is_rejected_in_one_workflow_task_with_no_activity(
+        start_intake, raw_redis, temporal_client, paper, exchange, redis_client, trade_policy, risk_settings):
+    from temporalio.api.enums.v1 import EventType
+
+    from common.redis_keys import GATE_REJECTIONS_KEY
+    from tests.fixtures.trading import running_workers
+    from workflows.trade_state import TradeResult
+
+    market_ms = paper.clock()["market_ms"]
+    for symbol in ("ETHUSDT", "BTCUSDT"):
+        await feed_price(raw_redis, symbol, market_ms)
+    stale = intent_fields("ETHUSDT", "BUY", 3400, market_ms - 600_000)  # 10 min old at the feed's clock
+    # 60 s old: not provably stale, so the gates decide (here: on its low confidence), as before.
+    fresh = intent_fields("BTCUSDT", "BUY", 63000, market_ms - 60_000, confidence="0.1")
+    rig = await start_intake(task_queue="trade-workflows")
+    async with running_workers(temporal_client, exchange, redis_client, trade_policy, risk_settings):
+        for fields in (stale, fresh):
+            await rig.xadd(fields)
+        await rig.wait_drained()
+        results, kinds = {}, {}
+        for name, fields in (("stale", stale), ("fresh", fresh)):
+            handle = temporal_client.get_workflow_handle(workflow_id_for(parse_stream_fields(fields)),
+                                                         result_type=TradeResult)
+            results[name] = await handle.result()
+            history = await handle.fetch_history()
+            kinds[name] = [EventType.Name(e.event_type) for e in history.events]
+            if name == "stale" and os.environ.get("QT_RECORD_HISTORIES") == "1":  # a replay fixture
+                (HISTORIES / "rejected_stale_at_intake.json").write_text(history.to_json())
+    assert results["stale"].status.value == "REJECTED"
+    assert results["stale"].reason.startswith("stale_intent: intent is stale: 600 s old at market time"), results
+    assert "seen by the intake" in results["stale"].reason
+    assert "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED" not in kinds["stale"], kinds["stale"]
+    assert kinds["stale"].count("EVENT_TYPE_WORKFLOW_TASK_COMPLETED") == 1 and len(kinds["stale"]) <= 8, kinds["stale"]
+    assert results["fresh"].status.value == "REJECTED" and results["fresh"].reason.startswith("confidence")
+    assert "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED" in kinds["fresh"]  # the gates ran
+    assert int(await raw_redis.hget(GATE_REJECTIONS_KEY, "stale_intent")) == 1  # counted like the gate does
+    assert rig.intake.counters.stale_at_intake == 1

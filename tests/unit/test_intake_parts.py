@@ -85,3 +85,11 @@ def test_start_priority_lowers_only_intents_already_stale_on_arrival():
     assert start_priority(intent(-30), now_ms, 240) == Priority.default  # producer clock ahead
     assert start_priority(intent(90 * 86_400), now_ms, 0) == Priority.default  # switched off
     assert BACKLOG_PRIORITY.priority_key == 5  # Temporal's lowest by default
+
+
+def test_the_documented_variables_set_the_stale_handling(monkeypatch):
+    monkeypatch.setenv("QT_INGEST_DEPRIORITIZE_AGE_S", "3600")
+    monkeypatch.setenv("QT_INGEST_DECIDE_STALE", "false")
+    settings = IntakeSettings()
+    assert settings.deprioritize_after_s == 3600 and settings.decide_stale is False
+    assert IntakeSettings(deprioritize_after_s=5).deprioritize_after_s == 5  # by name too
