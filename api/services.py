@@ -30,6 +30,12 @@ class Services:
     # its state and result are read (a worker replays the whole history to answer) once.
     closed_details: ClosedDetails = field(default_factory=lambda: ClosedDetails(2_048))
 
+    async def market_exchange(self) -> Any:
+        """The exchange client with its markets loaded (once, on first use: the heaviest call)."""
+        if not self.exchange.markets:
+            await self.exchange.load_markets()
+        return self.exchange
+
     def web_ui_url(self, workflow_id: str, run_id: str | None = None) -> str:
         base = f"{self.settings.temporal_ui_url}/namespaces/{self.settings.temporal_namespace}/workflows/{workflow_id}"
         return f"{base}/{run_id}/history" if run_id else base

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
@@ -25,20 +25,14 @@ router = APIRouter(prefix="/api/v1", tags=["account"], dependencies=[Depends(req
 _HOLDING = ("OPENING", "OPEN", "CLOSING")
 
 
-async def _exchange(svc: Services) -> Any:
-    if not svc.exchange.markets:
-        await svc.exchange.load_markets()
-    return svc.exchange
-
-
 async def _balance(svc: Services) -> Balance:
-    return balance_of(await (await _exchange(svc)).fetch_balance())
+    return balance_of(await (await svc.market_exchange()).fetch_balance())
 
 
 @router.get("/portfolio", response_model=Portfolio,
             summary="Open positions as the exchange reports them, beside the trades that own them")
 async def portfolio(svc: Services = Depends(services)) -> Portfolio:
-    exchange = await _exchange(svc)
+    exchange = await svc.market_exchange()
     holding = " OR ".join(f"{sa.TRADE_STATUS.name} = '{s}'" for s in _HOLDING)
     trades = [summary_of(svc, w) async for w in svc.temporal.list_workflows(
         f"WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus = 'Running' AND ({holding})")]

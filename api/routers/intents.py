@@ -100,9 +100,7 @@ async def _existing_trade(svc: Services, workflow_id: str, given: dict[str, Any]
 async def _complete_and_parse(svc: Services, given: dict[str, Any]) -> TradeIntent:
     """Fill what the caller left out from the exchange (market clock, last price), then the one
     intent parser decides (its problems become a 422 naming each field)."""
-    exchange = svc.exchange
-    if not exchange.markets:
-        await exchange.load_markets()
+    exchange = await svc.market_exchange()
     fields = dict(given)
     fields.setdefault("confidence", "1")
     fields["source"] = "api"

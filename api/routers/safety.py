@@ -107,7 +107,5 @@ async def kill_switch_off(svc: Services = Depends(services)) -> KillSwitchReport
 
 
 async def _open_positions(svc: Services) -> list[str]:
-    exchange = svc.exchange
-    if not exchange.markets:
-        await exchange.load_markets()
+    exchange = await svc.market_exchange()
     return sorted({p.symbol for p in positions_of(await exchange.fetch_positions())})
