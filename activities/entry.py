@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from temporalio import activity
@@ -119,7 +120,18 @@ class EntryActivities:
             beats.phase("entry_filled" if entry.filled > 0 else "entry_unfilled")
             if request.protective_stop is None or entry.filled <= 0 or entry.average_price is None:
                 return entry
-            return await self._protect(request, entry)
+            entry = await self._protect(request, entry)
+            return entry.model_copy(update={"liquidation_price": await self._liquidation_price(exchange, unified)})
+
+    async def _liquidation_price(self, exchange: Any, unified: str) -> Decimal | None:
+        """Read with the entry (adjust_levels refuses a stop beyond it) so that the workflow needs
+        no activity of its own for it; unknown on a failure, never a reason to fail the entry."""
+        try:
+            _, position = await self._orders.signed_position(exchange, unified)
+        except ApplicationError as err:
+            activity.logger.warning("liquidation price not read: %s", err)
+            return None
+        return position.liquidation_price if position is not None else None
 
     async def _recheck(self, exchange: Any, unified: str, guard: EntryGuard) -> None:
         try:

@@ -3,9 +3,11 @@ learning dataset.
 
 - `record_position` keeps the old system's position hash `quantum:position:{symbol}` in step
   (its dashboards and harvest/exit services read it) and publishes new fills to
-  `quantum:stream:execution.result`.
-- `record_close` publishes the last fills, one `quantum:stream:trade.closed` entry, removes the
-  hash and appends the trade's outcome to the learning dataset `quantum:dataset:trade_outcomes`.
+  `quantum:stream:execution.result`. The monitor calls it as a session starts
+  (`WatchRequest.publish`): a position change costs the workflow's history nothing.
+- `record_close` releases the symbol lock (with its cooldown) when asked, publishes the last
+  fills, one `quantum:stream:trade.closed` entry, removes the hash and appends the trade's
+  outcome to the learning dataset `quantum:dataset:trade_outcomes`.
 
 Everything is idempotent: a retried activity publishes nothing twice. Each stream entry has a
 marker key (`quantum:feedback:done:{workflow_id}:{kind}:{id}`, 7 days) set in the same Lua
@@ -18,18 +20,20 @@ a closed trade.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
 from enum import Enum
 from typing import Any
 
 import redis.asyncio as aioredis
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.schemas.feedback import (  # noqa: F401 (re-exported)
     ExecutionReport, FeedbackResult, PositionSnapshot, RecordCloseRequest, RecordPositionRequest,
     TradeClosedEvent, TradeOutcome,
 )
+from activities.schemas.gates import ReleaseLockRequest
 from common.redis_values import decoded
 from common.redis_keys import (EXECUTION_RESULT_STREAM, FEEDBACK_DONE_KEY, OUTCOME_STREAM, POSITION_KEY,
                                TRADE_CLOSED_STREAM)
@@ -196,8 +200,11 @@ def outcome_fields(outcome: TradeOutcome) -> dict[str, str]:
 
 
 class FeedbackActivities:
-    def __init__(self, redis: aioredis.Redis, outcome_stream_maxlen: int | None = None) -> None:
+    def __init__(self, redis: aioredis.Redis, outcome_stream_maxlen: int | None = None,
+                 release_lock: Callable[[ReleaseLockRequest], Awaitable[Any]] | None = None) -> None:
+        """`release_lock`: the gates' `release_symbol_lock`, for `RecordCloseRequest.release`."""
         self._redis = redis
+        self._release_lock = release_lock
         self._outcome_maxlen = outcome_stream_maxlen
         self._publish_once = redis.register_script(_PUBLISH_ONCE_LUA)
         self._write_position = redis.register_script(_WRITE_POSITION_LUA)
@@ -247,6 +254,11 @@ class FeedbackActivities:
     @activity.defn(name="record_close")
     async def record_close(self, request: RecordCloseRequest) -> FeedbackResult:
         closed, workflow_id = request.closed, request.closed.workflow_id
+        if request.release is not None:
+            if self._release_lock is None:
+                raise ApplicationError("this worker cannot release symbol locks", type="bad_request",
+                                       non_retryable=True)
+            await self._release_lock(request.release)  # idempotent: owned by the workflow id
         deleted, owner = map(decoded, await self._delete_position(
             keys=[position_key(closed.symbol)], args=[workflow_id]))
         if not int(deleted) and owner:

@@ -1,24 +1,24 @@
 """`watch_position`: a long, heartbeating activity on the `trade-monitor` queue that returns to the
-TradeWorkflow only when something needs a decision.
+TradeWorkflow only with a decision to act on.
 
-It holds no connection of its own: it subscribes to the process-wide `PriceHub` and sleeps on its
-watch's event, which the hub sets only when the price leaves the band between the levels, market
-time reaches the holding limit, a candle closes, or the position size changed. Crossing rules
-come from `trading/` (the same comparisons the workflow's `decide_exit` uses).
+It decides with the one exit decider, `trading/exits.py`: on every wake-up it calls
+`decide_exit` with the market since the previous one (and `decide_kill` on a candle close) and
+returns the first decision that is not NONE, with the state it was taken on. The workflow acts
+on it without deciding again. A NONE decision may still move the state (a new trailing extreme
+not yet worth a stop move): the session keeps it, heartbeats it (a retried attempt resumes from
+it) and returns it with its result.
 
-Checks within one wake-up, pessimistic where the true order is unknown (as `decide_exit`):
-exchange fill (the exchange is the truth), the stop in force since the previous wake-up
-(initial or trailing), take-profits, the trailing ratchet (its new stop applies from the next
-wake-up, unless the last price is already through it), time limit, candle close, trailing
-advance.
+A session also publishes the position record the workflow hands it (`WatchRequest.publish`:
+the old system's position hash and new fills) as it starts, so a position change costs the
+history no activity of its own.
 
-- Candle close with a `KillWatch`: the kill score (`trading.exits.kill_score`) of the features
-  now (the hub computes them once per symbol and candle) against the entry's; the activity
-  returns only when it says close, so a quiet position costs the workflow no history. Without
-  one, `want_candles` returns every close.
-- Trailing advance (`TrailingSpec.min_step`): the trailing stop is at least `min_step` beyond
-  the resting stop (`WatchRequest.stop_price`) and the last price is not through it: the
-  workflow re-places the exchange stop there.
+It holds no exchange connection of its own: it subscribes to the process-wide `PriceHub` and sleeps on its
+watch's event, which the hub sets only when the price leaves `wake_band` (where the decider can
+act), market time reaches the holding limit, a candle closes, or the position size changed.
+
+Checks within one wake-up: the exchange fill first (the exchange is the truth), then the price
+(`decide_exit`: stop, take-profits, time limit, trailing), then candle closes (the kill score of
+the features now, computed once per symbol and candle by the hub, against the entry's).
 """
 
 from __future__ import annotations
@@ -26,75 +26,112 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 from temporalio import activity
 
 from activities.price_hub import PriceHub, Snapshot, Watch
-from trading.features import CANDLE_MS, MarketFeatures
+from activities.schemas.feedback import RecordPositionRequest
 from activities.schemas.monitor import (  # noqa: F401 (re-exported)
-    Candle, CrossedLevel, KillWatch, TrailingSpec, WatchEvent, WatchKind, WatchRequest,
+    Candle, KillWatch, WatchEvent, WatchKind, WatchRequest,
 )
-from trading.exits import KillScore, better_price, kill_score, trail_stop
-from trading.levels import stop_would_trigger, take_would_trigger, tick_above, tick_below
-from trading.models import Side
+from trading.exits import (
+    ExitAction,
+    ExitDecision,
+    ExitState,
+    KillScore,
+    PriceMove,
+    better_price,
+    decide_exit,
+    decide_kill,
+    kill_score,
+    wake_band,
+)
+from trading.features import CANDLE_MS, MarketFeatures
+from trading.market_time import ms_of_utc, utc_of_ms
 
-__all__ = ["Candle", "CrossedLevel", "KillWatch", "MonitorActivities", "TrailingSpec", "WatchEvent", "WatchKind",
+__all__ = ["Candle", "KillWatch", "MonitorActivities", "MonitorSession", "WatchEvent", "WatchKind",
            "WatchRequest"]
 
 log = logging.getLogger(__name__)
 
-# --- the activity's argument and result (one pydantic model each, so fields can be added
-# without breaking running workflows) ---------------------------------------------------------
 
+class MonitorSession:
+    """The deciding part of one session, free of Temporal: `arm` sets the watch's band from the
+    state, `evaluate` decides on what the watch saw (the property tests drive it directly)."""
 
-# --- the activity ----------------------------------------------------------------------------
+    def __init__(self, req: WatchRequest, features_at=None, resumed_extreme: Decimal | None = None):
+        self.req = req
+        self.state = _resume(req.exit, resumed_extreme)
+        self._features_at = features_at  # (symbol, candle open_ms, window) -> MarketFeatures | None
+        self._armed = False
 
+    def arm(self, watch: Watch) -> None:
+        """Tell the hub when to wake us: outside the band where the decider can act."""
+        if self.req.paused:
+            watch.wake_low = watch.wake_high = watch.wake_at_ms = None
+        else:
+            band = wake_band(self.state, self.req.exit_policy)
+            watch.wake_low, watch.wake_high = band.low, band.high
+            watch.wake_at_ms = ms_of_utc(band.at) if band.at is not None else None
+        watch.rearm()
+        if not self._armed and watch.has_price:
+            # The session's first price is always decided on, band or not: the state may carry a
+            # decision that needs no new price (a stop move the exchange refused last session).
+            watch.event.set()
+        self._armed = True
 
-class _Trail:
-    """Trailing state of one session; `extreme` survives retries through heartbeat details."""
-
-    def __init__(self, spec: TrailingSpec | None, side: Side, tick: Decimal | None, resumed: Decimal | None):
-        self.spec, self.side, self.tick = spec, side, tick
-        extreme = spec.extreme if spec else None
-        if resumed is not None:
-            extreme = resumed if extreme is None else better_price(side, extreme, resumed)
-        self.extreme = extreme
-
-    @property
-    def active(self) -> bool:
-        return self.spec is not None and (self.spec.activation_price is None or self.extreme is not None)
-
-    def stop(self, base_stop: Decimal) -> Decimal | None:
-        """The trailing stop (never looser than `base_stop`), or None while not trailing."""
-        if not self.active or self.extreme is None:
+    def evaluate(self, watch: Watch) -> WatchEvent | None:
+        req = self.req
+        if req.position_qty is not None and watch.position_seq and watch.position_qty != req.position_qty:
+            snap = watch.take() if watch.has_price else None
+            return self.event(WatchKind.EXCHANGE_FILL, snap, exchange_position_qty=watch.position_qty)
+        if not watch.has_price:
             return None
-        return trail_stop(self.side, self.extreme, self.spec.callback_pct, base_stop, self.tick)
-
-    def observe(self, best: Decimal) -> bool:
-        """Ratchet with the best price of the interval; True if the extreme moved."""
-        if self.spec is None:
-            return False
-        if not self.active:
-            if not take_would_trigger(self.side, self.spec.activation_price, best):
-                return False
-            self.extreme = best
-            return True
-        new = best if self.extreme is None else better_price(self.side, self.extreme, best)
-        moved, self.extreme = new != self.extreme, new
-        return moved
-
-    def advanced(self, base_stop: Decimal) -> Decimal | None:
-        """The trailing stop when it is at least `min_step` beyond `base_stop` in the trade's
-        favour (worth re-placing the exchange stop), else None."""
-        stop = self.stop(base_stop)
-        if stop is None or self.spec.min_step is None:
+        snap = watch.take()
+        if req.paused:
+            watch.candles.clear()
             return None
-        gain = stop - base_stop if self.side is Side.BUY else base_stop - stop
-        return stop if gain >= self.spec.min_step else None
+        move = PriceMove(price=snap.price, high=max(snap.high, snap.price), low=min(snap.low, snap.price),
+                         at=utc_of_ms(snap.market_ms))
+        decision = decide_exit(self.state, move, req.exit_policy)
+        if decision.action is not ExitAction.NONE:
+            return self.event(WatchKind.DECIDED, snap, decision=decision)
+        self.state = decision.state
+        while watch.candles:
+            candle = watch.candles.popleft()
+            if req.kill is None or self._features_at is None:
+                continue
+            now = self._features_at(watch.symbol, candle.open_ms, req.kill.window)
+            score = _kill_score(req.kill, self.state, candle, now)
+            if score is None:
+                continue
+            decision = decide_kill(self.state, score, snap.price)
+            if decision.action is not ExitAction.NONE:
+                return self.event(WatchKind.DECIDED, snap, decision=decision, candle=candle, features=now,
+                                  kill_score=score)
+        return None
+
+    def event(self, kind: WatchKind, snap: Snapshot | None, decision: ExitDecision | None = None,
+              **extra) -> WatchEvent:
+        return WatchEvent(
+            **extra, kind=kind, decision=decision, state=self.state,
+            price=snap.price if snap else None, high=snap.high if snap else None,
+            low=snap.low if snap else None, market_ms=snap.market_ms if snap else None)
 
     def details(self) -> dict:
-        return {"extreme": None if self.extreme is None else str(self.extreme)}
+        """Heartbeat details: what a retried attempt resumes from."""
+        extreme = self.state.extreme
+        return {"extreme": None if extreme is None else str(extreme)}
+
+
+def _resume(state: ExitState, extreme: Decimal | None) -> ExitState:
+    """The request's state with the trailing extreme a previous attempt had reached."""
+    if extreme is None:
+        return state
+    best = extreme if state.extreme is None else better_price(state.levels.side, state.extreme, extreme)
+    return state.model_copy(update={"extreme": best})
 
 
 def _resumed_extreme() -> Decimal | None:
@@ -107,51 +144,97 @@ def _resumed_extreme() -> Decimal | None:
     return Decimal(str(value)) if value is not None else None
 
 
+def _kill_score(kill: KillWatch, state: ExitState, candle: Candle, now: MarketFeatures | None) -> KillScore | None:
+    """The kill score of the features now (at `candle`'s close) against the entry's; None
+    without features (missing data never closes a trade)."""
+    if now is None:
+        return None
+    entry = kill.entry
+    return kill_score(
+        regime_at_entry=entry.regime, regime_now=now.regime,
+        sigma_at_entry=entry.sigma, sigma_now=now.sigma,
+        trend_at_entry=entry.trend_strength, trend_now=now.trend_strength,
+        age_s=(candle.open_ms + CANDLE_MS) / 1000 - state.opened_at.timestamp(),  # market time at the close
+        age_horizon_s=kill.age_horizon_s, weights=kill.weights, threshold=kill.threshold,
+    )
+
+
 class MonitorActivities:
-    def __init__(self, hub: PriceHub) -> None:
+    def __init__(self, hub: PriceHub, publisher: Callable[[RecordPositionRequest], Awaitable] | None = None,
+                 publish_attempts: int = 5) -> None:
+        """`publisher`: writes a position record (`FeedbackActivities.record_position`); None:
+        requests carrying one are watched but not published (tests of the monitor alone)."""
         self.hub = hub
+        self._publisher = publisher
+        self._publish_attempts = publish_attempts
+        self._publishing: set[asyncio.Task] = set()
 
     @activity.defn(name="watch_position")
     async def watch_position(self, req: WatchRequest) -> WatchEvent:
-        tick = await self.hub.tick_size(req.symbol) if req.trailing else None
-        trail = _Trail(req.trailing, req.side, tick, _resumed_extreme())
+        if req.publish is not None and self._publisher is not None:
+            # In the background: the watch starts at once; a write finishing after the session
+            # returned is fine (records carry a version, an older one never overwrites).
+            task = asyncio.create_task(self._publish(req))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+        session = MonitorSession(req, self.hub.features_at, _resumed_extreme())
         watch = await self.hub.subscribe(
             req.symbol,
-            want_candles=req.want_candles,
+            want_candles=req.kill is not None and not req.paused,
             candles_after_ms=req.candles_after_ms,
             want_position=req.position_qty is not None,
-            kill_window=req.kill.window if req.kill else None,
+            kill_window=req.kill.window if req.kill and not req.paused else None,
         )
         try:
-            return await self._run(req, watch, trail)
+            return await self._run(req, watch, session)
         finally:
             # Also on cancellation (operator update: the workflow restarts us with new levels):
             # the last watcher leaving stops the symbol's poll task.
             self.hub.unsubscribe(watch)
 
-    async def _run(self, req: WatchRequest, watch: Watch, trail: _Trail) -> WatchEvent:
+    async def _publish(self, req: WatchRequest) -> None:
+        delay = 0.5
+        for attempt in range(1, self._publish_attempts + 1):
+            try:
+                await self._publisher(req.publish)
+                return
+            except Exception as exc:  # noqa: BLE001: never a reason to stop watching
+                if attempt == self._publish_attempts:
+                    log.warning("position record not published: %s", exc,
+                                extra={"workflow_id": req.workflow_id, "symbol": req.symbol})
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def close(self) -> None:
+        """Let position writes still in flight finish (a stopping worker)."""
+        if self._publishing:
+            await asyncio.wait(set(self._publishing), timeout=5)
+
+    async def _run(self, req: WatchRequest, watch: Watch, session: MonitorSession) -> WatchEvent:
         deadline = time.monotonic() + req.session_cap_s
         next_heartbeat = 0.0  # heartbeat at once: the retry details exist from the start
-        _arm(watch, req, trail)
+        session.arm(watch)
         while True:
             now = time.monotonic()
             if now >= next_heartbeat:
-                activity.heartbeat(trail.details())
+                activity.heartbeat(session.details())
                 next_heartbeat = now + req.heartbeat_interval_s
             if watch.event.is_set():
                 watch.event.clear()
-                event, extreme_moved = _evaluate(req, watch, trail, self.hub)
+                extreme = session.state.extreme
+                event = session.evaluate(watch)
                 if event is not None:
-                    activity.heartbeat(trail.details())
-                    log.info("watch_position returns %s", event.kind,
+                    activity.heartbeat(session.details())
+                    log.info("watch_position returns %s", _describe(event),
                              extra={"workflow_id": req.workflow_id, "symbol": req.symbol})
                     return event
-                if extreme_moved:
-                    activity.heartbeat(trail.details())  # the SDK throttles; the last one wins
-                _arm(watch, req, trail)
+                if session.state.extreme != extreme:
+                    activity.heartbeat(session.details())  # the SDK throttles; the last one wins
+                session.arm(watch)
             if now >= deadline:
                 snap = watch.take() if watch.has_price else None
-                return _event(WatchKind.SESSION_CAP, snap, trail, req)
+                return session.event(WatchKind.SESSION_CAP, snap)
             try:
                 async with asyncio.timeout(min(deadline, next_heartbeat) - now):
                     await watch.event.wait()
@@ -159,110 +242,8 @@ class MonitorActivities:
                 pass
 
 
-def _arm(watch: Watch, req: WatchRequest, trail: _Trail) -> None:
-    """Tell the hub when to wake us: outside the band between the levels, or at the time limit."""
-    stop = trail.stop(req.stop_price) or req.stop_price
-    far: list[Decimal] = list(req.take_profit_prices)
-    if trail.spec is not None:
-        if not trail.active:
-            far.append(trail.spec.activation_price)
-        elif trail.extreme is not None:  # a new extreme moves the trailing stop
-            far.append(tick_above(trail.extreme, trail.tick) if req.side is Side.BUY
-                       else tick_below(trail.extreme, trail.tick))
-        else:  # active from the start: the first price seen becomes the extreme
-            far.append(Decimal(0) if req.side is Side.BUY else Decimal("Infinity"))
-    if req.side is Side.BUY:
-        watch.wake_low, watch.wake_high = stop, min(far) if far else None
-    else:
-        watch.wake_high, watch.wake_low = stop, max(far) if far else None
-    watch.wake_at_ms = req.opened_at_ms + req.max_holding_ms if req.max_holding_ms else None
-    watch.rearm()
-    if watch.has_price and trail.advanced(req.stop_price) is not None:
-        # Already worth re-placing (an extreme carried over from the previous session): decide
-        # at once. Never a busy loop: with a price, an evaluation then returns (advance or cross).
-        watch.event.set()
-
-
-def _evaluate(req: WatchRequest, watch: Watch, trail: _Trail, hub: PriceHub) -> tuple[WatchEvent | None, bool]:
-    side = req.side
-    if req.position_qty is not None and watch.position_seq and watch.position_qty != req.position_qty:
-        snap = watch.take() if watch.has_price else None
-        return _event(WatchKind.EXCHANGE_FILL, snap, trail, req, exchange_position_qty=watch.position_qty), False
-    if not watch.has_price:
-        return None, False
-    snap = watch.take()
-    worst, best = (snap.low, snap.high) if side is Side.BUY else (snap.high, snap.low)
-
-    trailing_stop = trail.stop(req.stop_price)
-    if trailing_stop is not None and trailing_stop != req.stop_price and stop_would_trigger(side, trailing_stop, worst):
-        return _crossed(CrossedLevel.TRAILING, trailing_stop, snap, trail, req), False
-    if stop_would_trigger(side, req.stop_price, worst):
-        return _crossed(CrossedLevel.STOP, req.stop_price, snap, trail, req), False
-
-    hit = [i for i, tp in enumerate(req.take_profit_prices, 1) if take_would_trigger(side, tp, best)]
-    if hit:
-        price = req.take_profit_prices[hit[-1] - 1]
-        return _crossed(CrossedLevel.TAKE_PROFIT, price, snap, trail, req, take_profit_index=hit[-1]), False
-
-    moved = trail.observe(best)
-    new_stop = trail.stop(req.stop_price)
-    if moved and new_stop is not None and new_stop != req.stop_price and stop_would_trigger(side, new_stop, snap.price):
-        # The price already fell back through the ratcheted stop within this interval.
-        return _crossed(CrossedLevel.TRAILING, new_stop, snap, trail, req), moved
-
-    if req.max_holding_ms and snap.market_ms >= req.opened_at_ms + req.max_holding_ms:
-        return _event(WatchKind.TIME_LIMIT, snap, trail, req), moved
-
-    while watch.candles:
-        candle = watch.candles.popleft()
-        if req.kill is None:
-            return _event(WatchKind.CANDLE_CLOSED, snap, trail, req, candle=candle), moved
-        now = hub.features_at(watch.symbol, candle.open_ms, req.kill.window)
-        verdict = _kill_verdict(req, req.kill, candle, now)
-        if verdict is not None:
-            features, score = verdict
-            return _event(WatchKind.CANDLE_CLOSED, snap, trail, req, candle=candle, features=features,
-                          kill_score=score), moved
-
-    advanced = trail.advanced(req.stop_price)
-    if advanced is not None and not stop_would_trigger(side, advanced, snap.price):
-        return _event(WatchKind.TRAIL_ADVANCED, snap, trail, req), moved
-    return None, moved
-
-
-def _kill_verdict(
-    req: WatchRequest, kill: KillWatch, candle: Candle, now: MarketFeatures | None
-) -> tuple[MarketFeatures, KillScore] | None:
-    """The features now (at `candle`) and the kill score against the entry's, when the score
-    says close; None otherwise (also without features: missing data never closes a trade)."""
-    if now is None:
-        return None
-    entry = kill.entry
-    score = kill_score(
-        regime_at_entry=entry.regime, regime_now=now.regime,
-        sigma_at_entry=entry.sigma, sigma_now=now.sigma,
-        trend_at_entry=entry.trend_strength, trend_now=now.trend_strength,
-        age_s=(candle.open_ms + CANDLE_MS - req.opened_at_ms) / 1000,  # market time at the close
-        age_horizon_s=kill.age_horizon_s, weights=kill.weights, threshold=kill.threshold,
-    )
-    return (now, score) if score.should_close else None
-
-
-def _crossed(
-    level: CrossedLevel, price: Decimal, snap: Snapshot, trail: _Trail, req: WatchRequest, **extra
-) -> WatchEvent:
-    return _event(WatchKind.LEVEL_CROSSED, snap, trail, req, level=level, level_price=price, **extra)
-
-
-def _event(kind: WatchKind, snap: Snapshot | None, trail: _Trail, req: WatchRequest, **extra) -> WatchEvent:
-    return WatchEvent(
-        **extra,
-        kind=kind,
-        price=snap.price if snap else None,
-        high=snap.high if snap else None,
-        low=snap.low if snap else None,
-        market_ms=snap.market_ms if snap else None,
-        trailing_active=trail.active,
-        trailing_extreme=trail.extreme,
-        trailing_stop=trail.stop(req.stop_price),
-    )
+def _describe(event: WatchEvent) -> str:
+    decision = event.decision
+    if decision is None:
+        return event.kind.value
+    return f"{decision.action.value} {decision.reason.value if decision.reason else ''} ({decision.note})".strip()

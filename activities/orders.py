@@ -196,6 +196,8 @@ class OrderActivities:
                 return position.quantity, position
         return Decimal(0), None
 
+    signed_position = _signed_position  # (for activities/entry.py)
+
     @activity.defn(name="close_position")
     async def close_position(self, request: ClosePositionRequest) -> ClosePositionResult:
         exchange, unified, symbol_id = await self._client(request.symbol)
@@ -204,15 +206,37 @@ class OrderActivities:
         existing = await self._lookup(exchange, unified, symbol_id, cid, False)
         quantity, _ = await self._signed_position(exchange, unified)
         if existing is not None:
-            return ClosePositionResult(was_flat=False, order=existing, remaining_quantity=quantity)
-        if quantity == 0:
-            return ClosePositionResult(was_flat=True, remaining_quantity=Decimal(0))
-        order = await self.place_order(PlaceOrderRequest(
-            symbol=symbol_id, side=Side.SELL if quantity > 0 else Side.BUY,
-            type=OrderType.MARKET, quantity=abs(quantity), client_order_id=cid, reduce_only=True,
-        ))
-        remaining, _ = await self._signed_position(exchange, unified)
-        return ClosePositionResult(was_flat=False, order=order, remaining_quantity=remaining)
+            result = ClosePositionResult(was_flat=False, order=existing, remaining_quantity=quantity)
+        elif quantity == 0:
+            result = ClosePositionResult(was_flat=True, remaining_quantity=Decimal(0))
+        else:
+            order = await self.place_order(PlaceOrderRequest(
+                symbol=symbol_id, side=Side.SELL if quantity > 0 else Side.BUY,
+                type=OrderType.MARKET, quantity=abs(quantity), client_order_id=cid, reduce_only=True,
+            ))
+            remaining, _ = await self._signed_position(exchange, unified)
+            result = ClosePositionResult(was_flat=False, order=order, remaining_quantity=remaining)
+        if result.remaining_quantity == 0:
+            await self._after_flat(request, result)
+        return result
+
+    async def _after_flat(self, request: ClosePositionRequest, result: ClosePositionResult) -> None:
+        """Cancel the trade's stops, then read its fills. Refusals on their merits are reported;
+        transient failures raised (the retry finds the close by its client id and goes on)."""
+        for stop_id in request.cancel_stop_client_order_ids:
+            try:
+                await self.cancel_order(OrderRef(symbol=request.symbol, client_order_id=stop_id, conditional=True))
+            except ApplicationError as err:
+                if not err.non_retryable:
+                    raise
+                result.stops_not_cancelled.append(stop_id)
+        if request.fills is not None:
+            try:
+                result.fills = await self.get_fills(request.fills)
+            except ApplicationError as err:
+                if not err.non_retryable:
+                    raise
+                result.fills_error = str(err)
 
     @activity.defn(name="get_position")
     async def get_position(self, request: PositionRequest) -> PositionResult:

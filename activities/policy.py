@@ -25,7 +25,7 @@ class TradeSettings(BaseSettings):
     trailing_after_tp: int = Field(1, ge=1)
     kill_score: bool = True
     kill_threshold: float = Field(0.7, gt=0)
-    session_cap_s: float = Field(1800.0, gt=0)
+    session_cap_s: float = Field(3600.0, gt=0)  # one monitor session (6 history events) per quiet hour
     heartbeat_timeout_s: float = Field(20.0, ge=2)
 
     def policy(self, risk: RiskSettings) -> TradePolicy:

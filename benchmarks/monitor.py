@@ -38,7 +38,10 @@ from temporalio.testing import ActivityEnvironment  # noqa: E402
 from activities.monitor import KillWatch, MonitorActivities, WatchKind, WatchRequest  # noqa: E402
 from activities.price_hub import PriceHub  # noqa: E402
 from trading.features import CANDLE_MS, MarketFeatures  # noqa: E402
+from local_stack.exit_states import exit_state  # noqa: E402
 from local_stack.paper_server import PaperServer, paper_exchange_client  # noqa: E402
+from trading.exits import ExitPolicy  # noqa: E402
+from trading.models import ExitReason  # noqa: E402
 
 PINS = {"BTCUSDT": Decimal(63000), "ETHUSDT": Decimal(3400), "XRPUSDT": Decimal(2)}
 KILL_WINDOW = 48
@@ -80,10 +83,10 @@ class Fleet:
             symbol = self.symbols[i % len(self.symbols)]
             pin = PINS[symbol]
             req = WatchRequest(
-                workflow_id=f"bench-{i}", symbol=symbol, side="BUY", stop_price=pin * Decimal("0.95"),
-                take_profit_prices=[pin * Decimal("1.2")], opened_at_ms=market_ms, session_cap_s=600,
-                max_holding_ms=86_400_000, kill=self.kill,
-            )
+                workflow_id=f"bench-{i}", symbol=symbol, session_cap_s=600, kill=self.kill,
+                exit=exit_state(side="BUY", stop=pin * Decimal("0.95"), take_profits=[pin * Decimal("1.2")],
+                                entry=pin, tick="0.0001", opened_at_ms=market_ms),
+                exit_policy=ExitPolicy(max_hold_s=86_400))
             task = asyncio.create_task(self.env.run(self.activities.watch_position, req))
             task.add_done_callback(lambda _t, i=i: self.returned.__setitem__(i, time.perf_counter()))
             self.tasks.append((symbol, task))
@@ -101,7 +104,7 @@ class Fleet:
             self.paper.set_price(symbol, PINS[symbol] * Decimal("0.9"))
             crossed_at[symbol] = time.perf_counter()
         events = await asyncio.wait_for(asyncio.gather(*(t for _, t in self.tasks)), 30)
-        assert all(e.kind is WatchKind.LEVEL_CROSSED for e in events), {e.kind for e in events}
+        assert all(e.kind is WatchKind.DECIDED and e.decision.reason is ExitReason.SL for e in events), events[0]
         for symbol, pin in PINS.items():
             self.paper.set_price(symbol, pin)
         return [(self.returned[i] - crossed_at[s]) * 1000 for i, (s, _) in enumerate(self.tasks)]

@@ -55,43 +55,49 @@ async def decide(starts, n: int) -> tuple[float, int]:
     return n / took, events
 
 
+async def stale_rows(stack: Stack, intents: int) -> list[tuple[str, float, int]]:
+    """(label, decisions/s, history events of one) for the floor and the two stale paths, each
+    with `intents` workflows, on `stack` (its workers are started here)."""
+    market_ms = await stack.market_ms()
+    stamp = datetime.fromtimestamp((market_ms - STALE_S * 1000) / 1000, UTC).isoformat()
+    run = uuid.uuid4().hex[:6]
+
+    async def stale_fields(i: int) -> dict:
+        return await stack.intent(SYMBOLS[i % len(SYMBOLS)], timestamp=stamp)
+
+    async def zero(i: int):
+        return await stack.client.start_workflow(ZeroActivityWorkflow.run, {"i": i}, id=f"zero-{run}-{i}",
+                                                 task_queue=ZERO_QUEUE)
+
+    async def proven(i: int):
+        fields = await stale_fields(i)
+        proof = StaleAtIntake(market_ms=market_ms, age_s=STALE_S, max_age_s=120)
+        handle, _ = await start_trade(stack.client, {**fields, "intent_id": f"p{run}-{i}"}, stale=proof)
+        return handle
+
+    async def gated(i: int):
+        fields = await stale_fields(i)
+        handle, _ = await start_trade(stack.client, {**fields, "intent_id": f"g{run}-{i}"})
+        return handle
+
+    async with InProcessWorkers(stack, POLICY):
+        async with Worker(stack.client, task_queue=ZERO_QUEUE, workflows=[ZeroActivityWorkflow]):
+            await decide(zero, 20)  # warm-up of both paths
+            await decide(proven, 20)
+            return [("0-activity workflow (floor)", *await decide(zero, intents)),
+                    ("stale intent, proven by the intake", *await decide(proven, intents)),
+                    ("stale intent, refused by the gates", *await decide(gated, intents))]
+
+
 async def main(args: argparse.Namespace) -> None:
     async with Stack() as stack:
-        market_ms = await stack.market_ms()
-        stamp = datetime.fromtimestamp((market_ms - STALE_S * 1000) / 1000, UTC).isoformat()
-        run = uuid.uuid4().hex[:6]
-
-        async def stale_fields(i: int) -> dict:
-            return await stack.intent(SYMBOLS[i % len(SYMBOLS)], timestamp=stamp)
-
-        async def zero(i: int):
-            return await stack.client.start_workflow(ZeroActivityWorkflow.run, {"i": i}, id=f"zero-{run}-{i}",
-                                                     task_queue=ZERO_QUEUE)
-
-        async def proven(i: int):
-            fields = await stale_fields(i)
-            proof = StaleAtIntake(market_ms=market_ms, age_s=STALE_S, max_age_s=120)
-            handle, _ = await start_trade(stack.client, {**fields, "intent_id": f"p{run}-{i}"}, stale=proof)
-            return handle
-
-        async def gated(i: int):
-            fields = await stale_fields(i)
-            handle, _ = await start_trade(stack.client, {**fields, "intent_id": f"g{run}-{i}"})
-            return handle
-
-        async with InProcessWorkers(stack, POLICY):
-            async with Worker(stack.client, task_queue=ZERO_QUEUE, workflows=[ZeroActivityWorkflow]):
-                await decide(zero, 20)  # warm-up of both paths
-                await decide(proven, 20)
-                rows = [("0-activity workflow (floor)", *await decide(zero, args.intents)),
-                        ("stale intent, proven by the intake", *await decide(proven, args.intents)),
-                        ("stale intent, refused by the gates", *await decide(gated, args.intents))]
-        print(f"\nStale decisions, {args.intents} per row, 32 starts at once, one process of workers "
-              f"(2 shared cores; Temporal dev server, redis-server, paper exchange)")
-        floor = rows[0][1]
-        for label, rate, events in rows:
-            print(f"{label:<38} {rate:7.1f} decisions/s  ({rate / floor:4.2f}× the floor)  "
-                  f"{events:3d} history events each")
+        rows = await stale_rows(stack, args.intents)
+    print(f"\nStale decisions, {args.intents} per row, 32 starts at once, one process of workers "
+          f"(2 shared cores; Temporal dev server, redis-server, paper exchange)")
+    floor = rows[0][1]
+    for label, rate, events in rows:
+        print(f"{label:<38} {rate:7.1f} decisions/s  ({rate / floor:4.2f}× the floor)  "
+              f"{events:3d} history events each")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """Exit rules of an open trade: kill score, trailing stop, break-even, and the exit decision.
 
-`decide_exit` is a small state machine the TradeWorkflow drives with price events (the last
-price plus the high/low since the previous check, all on the market clock). It returns what
-must happen next and the state *after* doing it; the workflow performs the action and keeps
-`decision.state`. Same inputs, same answer: safe for Temporal replay.
+`decide_exit` is a small state machine driven with price events (the last price plus the
+high/low since the previous check, all on the market clock). It returns what must happen next
+and the state *after* doing it. It is the ONE exit decider: the monitor activity
+(`activities/monitor.py`) calls it on every wake-up and returns its decision, and the
+TradeWorkflow performs the action and keeps `decision.state` without deciding again. A candle
+close goes through `decide_kill` the same way. `wake_band` tells the monitor when a price can
+matter at all (outside the band), so it need not call the decider on every poll. Same inputs,
+same answer: safe for Temporal replay.
 
 Order of checks within one event, chosen to be pessimistic where the true order is unknown:
 1. the stop in force since the previous event (a bar that touched both the stop and a TP is
@@ -14,7 +18,8 @@ Order of checks within one event, chosen to be pessimistic where the true order 
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
 from enum import StrEnum
 
@@ -318,6 +323,54 @@ def decide_exit(
             return ExitDecision(action=ExitAction.MOVE_STOP, new_stop=candidate, state=after, note=note)
         return ExitDecision(action=ExitAction.NONE, state=state.model_copy(update={"extreme": extreme}))
     return ExitDecision(action=ExitAction.NONE, state=state)
+
+
+def decide_kill(state: ExitState, score: KillScore, price: Decimal) -> ExitDecision:
+    """The kill score of a candle close (`kill_score`): close everything at market when it says
+    so, otherwise nothing (the state is unchanged: the score has no memory)."""
+    if state.closed or not score.should_close:
+        return ExitDecision(action=ExitAction.NONE, state=state)
+    return _close(state, ExitReason.KILL_SCORE, price, f"kill score {score.score:.3f} >= {score.threshold:g}")
+
+
+@dataclass(frozen=True)
+class WakeBand:
+    """Where `decide_exit` can act: a price at or below `low`, at or above `high` (either may be
+    infinite: any price), or market time at or after `at` (None: never on that side). Strictly
+    inside it, `decide_exit` returns NONE with the state unchanged, so a watcher calls it only
+    when the band is left (and once at its start: see `activities/monitor.py`)."""
+
+    low: Decimal | None = None
+    high: Decimal | None = None
+    at: datetime | None = None
+
+
+def wake_band(state: ExitState, policy: ExitPolicy = DEFAULT_EXIT_POLICY) -> WakeBand:
+    """The band for `state` (exchange prices are multiples of the tick size, so "beyond the
+    trailing extreme" is one tick beyond it). Mirrors `decide_exit`'s checks: the stop in force,
+    the next pending take-profit, the trailing extreme (every new extreme may move the stop) and
+    the holding limit; a property test holds the two together."""
+    if state.closed:
+        return WakeBand()
+    levels, side = state.levels, state.levels.side
+    near, far = state.stop, None  # near: the losing side; far: the winning side
+    pending = levels.take_profits[state.tps_done:]
+    if pending:
+        far = pending[0].price
+    if state.tps_done >= policy.trailing_after_tp:
+        if state.extreme is None:  # trailing from the first price seen: any price matters
+            beyond = Decimal(0) if side is Side.BUY else Decimal("Infinity")
+        elif side is Side.BUY:
+            beyond = tick_above(state.extreme, levels.tick_size)
+        else:
+            beyond = tick_below(state.extreme, levels.tick_size)
+        far = beyond if far is None else (min(far, beyond) if side is Side.BUY else max(far, beyond))
+    at = None
+    if policy.max_hold_s is not None:
+        at = state.opened_at + timedelta(seconds=policy.max_hold_s)
+    if side is Side.BUY:
+        return WakeBand(low=near, high=far, at=at)
+    return WakeBand(low=far, high=near, at=at)
 
 
 def _after_take_profit(state: ExitState, done: int, best: Decimal, policy: ExitPolicy) -> ExitState:

@@ -87,6 +87,10 @@ class Dependencies:
             self._closers.append(self.hub.close)
         return self.hub
 
+    def on_close(self, closer: Any) -> None:
+        """`closer()` (async) runs at `close`, before the clients created so far are closed."""
+        self._closers.append(closer)
+
     async def close(self) -> None:
         for closer in reversed(self._closers):
             await closer()
@@ -104,13 +108,17 @@ def activities_for(queue: str, deps: Dependencies) -> list:
     if queue == TRADE_EXECUTION:
         from activities.orders import OrderActivities
         from activities.entry import EntryActivities
+        from activities.amend import AmendActivities
         orders = OrderActivities(deps.order_exchange_source())
-        entry = EntryActivities(orders)
-        return [orders.place_order, entry.open_position, orders.get_order,
+        entry, amend = EntryActivities(orders), AmendActivities(orders)
+        return [orders.place_order, entry.open_position, amend.amend_position, orders.get_order,
                 orders.cancel_order, orders.close_position, orders.get_position, orders.get_fills]
     if queue == TRADE_MONITOR:
+        from activities.feedback import FeedbackActivities
         from activities.monitor import MonitorActivities
-        return [MonitorActivities(deps.price_hub()).watch_position]
+        monitor = MonitorActivities(deps.price_hub(), FeedbackActivities(deps.redis_client()).record_position)
+        deps.on_close(monitor.close)
+        return [monitor.watch_position]
     if queue == TRADE_MARKET:
         from activities.feedback import FeedbackActivities
         from activities.gates import GateActivities
@@ -122,9 +130,9 @@ def activities_for(queue: str, deps: Dependencies) -> list:
         market = MarketActivities(deps.exchange_source())
         gates = GateActivities(deps.redis_client(), risk, deps.exchange_source(), policy=policy.policy,
                                features=market.features)
-        feedback = FeedbackActivities(deps.redis_client())
+        feedback = FeedbackActivities(deps.redis_client(), release_lock=gates.release_symbol_lock)
         acts = [gates.run_gates, gates.release_symbol_lock, gates.set_safe_mode, gates.clear_safe_mode,
-                feedback.record_position, feedback.record_close]
+                feedback.record_close]
         return acts
     if queue == TRADE_WORKFLOWS:
         return []

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.schemas.gates import GateReport, ReleaseLockResult
     from activities.schemas.monitor import WatchEvent
     from activities.schemas.orders import (
+        AmendResult,
         CancelResult,
         ClosePositionResult,
         FillsResult,
@@ -79,8 +80,9 @@ RELEASE_SYMBOL_LOCK = Call("release_symbol_lock", TRADE_MARKET, ReleaseLockResul
 # same short budget: the trade ends REJECTED instead of waiting for Redis forever (the lock can
 # only be held if a lost attempt took it; its owner is this workflow id, shown by the gate).
 RELEASE_SYMBOL_LOCK_QUICK = Call("release_symbol_lock", TRADE_MARKET, ReleaseLockResult, 10 * _S, _QUICK)
-RECORD_POSITION = Call("record_position", TRADE_MARKET, FeedbackResult, 10 * _S, _FEEDBACK)
-RECORD_CLOSE = Call("record_close", TRADE_MARKET, FeedbackResult, 10 * _S, _FEEDBACK)
+# The trade's last step: the symbol lock's release and the feedback records, retried until done
+# (the learning record must not be lost, and the symbol must be freed).
+RECORD_CLOSE = Call("record_close", TRADE_MARKET, FeedbackResult, 10 * _S, _UNTIL_DONE)
 
 # Order calls time out soon after ccxt's own 10 s request timeout: when a worker dies mid-call
 # the retry (which looks the client id up first) starts after this, and until then a fresh
@@ -93,6 +95,9 @@ PLACE_ORDER = Call("place_order", TRADE_EXECUTION, OrderResult, _ORDER_TIMEOUT, 
 # plus clock slack: a retry then never meets a request of a dead attempt still in flight.
 OPEN_POSITION = Call("open_position", TRADE_EXECUTION, OrderResult, 30 * _S, _ORDER,
                      heartbeat_timeout=3 * _S)
+# A TP harvest, a stop move, a partial close: each step looked up by client id first, so the
+# retry (until done) resumes where a failed attempt stopped; the old stop rests meanwhile.
+AMEND_POSITION = Call("amend_position", TRADE_EXECUTION, AmendResult, 30 * _S, _UNTIL_DONE)
 GET_ORDER = Call("get_order", TRADE_EXECUTION, OrderResult | None, _ORDER_TIMEOUT, _ORDER)
 CANCEL_ORDER = Call("cancel_order", TRADE_EXECUTION, CancelResult, _ORDER_TIMEOUT, _UNTIL_DONE)
 CLOSE_POSITION = Call("close_position", TRADE_EXECUTION, ClosePositionResult, 20 * _S, _UNTIL_DONE)

@@ -29,6 +29,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.schemas.feedback import RecordPositionRequest
     from activities.schemas.gates import GateRequest, GateVerdict
     from activities.schemas.policy import TradePolicy
     from trading.client_ids import run_tag
@@ -57,13 +58,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.trade_monitoring import MonitoringSteps
     from workflows.trade_orders import OrderSteps
     from workflows.trade_support import StopRefused, abandon, failure_of
-
-# Versioning (workflow.patched): runs started with this code tag their client order ids with
-# the trade's first run id, open the position through `open_position` (entry + protective stop
-# in one heartbeating activity, a late entry re-checked) and let the gates refuse a reused
-# workflow id. Histories recorded before it replay on the old path.
-RUN_TAGGED_ENTRY = "run-tagged-orders-open-position"
-
 
 def _typed(model: type, value: Any) -> Any:
     """`value` as `model` (a dict when the SDK decoded without type hints); None stays None."""
@@ -107,7 +101,8 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
         self._watch: workflow.ActivityHandle | None = None
         self._stop_refused: StopRefused | None = None  # by the exchange, in the entry activity
         self._in_flight: list[asyncio.Task] = []  # shielded order steps
-        self._background: list[asyncio.Task] = []  # feedback writes
+        # The position record the next monitor session publishes (`_record_position`).
+        self._unpublished: RecordPositionRequest | None = None
 
     # ============================================================================ the lifecycle
 
@@ -127,7 +122,6 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
                 await self._start()
             if not self.state.status.is_final:
                 await self._manage_until_closed()
-            await self._drain_background()
             return self._result()
         except asyncio.CancelledError:
             # Workflow cancellation = operator kill: flatten, cancel protection, end as KILLED.
@@ -136,9 +130,10 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
     async def _start(self) -> None:
         """Stages 1-5: gates, sizing, adaptive levels, entry, protection."""
         intent, st = self.intent, self.state
+        # Client order ids carry a tag of the first run id: another trade reusing this workflow id
+        # can never take this one's orders for its own (and the gates refuse a reused id).
         first_run_id = workflow.info().first_execution_run_id
-        if workflow.patched(RUN_TAGGED_ENTRY) and first_run_id:
-            st.order_tag = run_tag(first_run_id)
+        st.order_tag = run_tag(first_run_id)
         self._announce()
 
         # 1. Gates: every verdict in one activity; the symbol lock is taken only if all pass.
@@ -147,11 +142,11 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
         try:
             report = await self._call(calls.RUN_GATES, GateRequest(
                 workflow_id=st.workflow_id, intent=intent,
-                first_run_id=first_run_id if st.order_tag else None))
+                first_run_id=first_run_id))
         except ActivityError as err:
             why = f"gates could not run: {failure_of(err)[1]}"
             try:  # a lost attempt may have taken the lock; tried within a short budget
-                await self._release_lock(cooldown=False, quick=st.order_tag is not None)
+                await self._release_lock(cooldown=False, quick=True)
             except ActivityError as release_err:
                 why += f"; the symbol lock could not be released either: {failure_of(release_err)[1]}"
             return await self._reject(why)
@@ -185,6 +180,9 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
     def _announce(self) -> None:
         """The trade's search attributes (PENDING) and details, before its first decision."""
         intent = self.intent
+        if workflow.info().typed_search_attributes.get(sa.SYMBOL) == intent.symbol:
+            self._show()  # set by the starter (workflows/starter.py): no history event needed
+            return
         workflow.upsert_search_attributes([
             sa.SYMBOL.value_set(intent.symbol), sa.SIDE.value_set(intent.side.value),
             sa.CONFIDENCE.value_set(intent.confidence), sa.LEVERAGE.value_set(float(intent.leverage)),
@@ -300,7 +298,6 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
                 await self._release_lock(cooldown=False)
                 st.exit_reason, st.reason, st.stage = ExitReason.KILLED, "killed before the entry", Stage.DONE
                 await self._set_status(TradeStatus.KILLED, sa.EXIT_REASON.value_set(ExitReason.KILLED.value))
-        await self._drain_background()
         return self._result()
 
     # ================================================================== small building blocks
@@ -329,7 +326,6 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
     async def _continue_as_new(self) -> None:
         """Fresh history with the whole state; never with an order in flight (all are awaited)."""
         await workflow.wait_condition(workflow.all_handlers_finished)
-        await self._drain_background()
         self.state.run += 1
         self.state.note(f"continued as new (run {self.state.run})")
         workflow.continue_as_new(args=[self._raw_intent, self.state])

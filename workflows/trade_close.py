@@ -7,7 +7,6 @@ A mixin of `TradeWorkflow` (workflows/trade.py): its methods run in the workflow
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
 from temporalio import workflow
@@ -30,10 +29,11 @@ with workflow.unsafe.imports_passed_through():
     # `import a.b as c`, not `from a import b`: the sandbox already holds its own `workflows`
     # package (the parent of this module), so a from-import of a sibling would re-execute the
     # sibling inside the sandbox for every workflow run instead of passing it through.
+    from trading.market_time import utc_of_ms
     import workflows.activity_calls as calls
     import common.search_attributes as sa
     from workflows.trade_state import Stage
-    from workflows.trade_support import failure_of, utc_of_ms
+    from workflows.trade_support import failure_of
 
 
 
@@ -50,7 +50,8 @@ class CloseSteps:
         # Close first, cancel the stop after: the position is never without a resting stop.
         for _ in range(st.policy.max_close_rounds if st.policy else 5):
             try:
-                if await self._shielded(self._close_round()):
+                closed = await self._shielded(self._close_round(cancel_stops=True, read_fills=True))
+                if closed.remaining_quantity == 0:
                     break
             except ActivityError as err:
                 st.note(f"close failed: {failure_of(err)[1]}")
@@ -68,7 +69,14 @@ class CloseSteps:
                 st.note(f"the exchange stop had already closed the position ({fired.value}, not {reason.value})")
                 reason = fired
         st.open_qty = Decimal(0)
-        _, fills = await asyncio.gather(self._cancel_stops(), self._fills())
+        if closed.stops_not_cancelled:
+            st.note(f"stops {closed.stops_not_cancelled} not cancelled at the close: retried")
+            await self._cancel_stops(closed.stops_not_cancelled)
+        fills = closed.fills
+        if fills is None:
+            st.note(f"fills not read ({closed.fills_error}): no PnL")
+            fills = FillsResult(symbol=self.intent.symbol, fills=[], realized_pnl=Decimal(0), fees=Decimal(0),
+                                funding_total=Decimal(0))
         await self._finish(reason, final, fills)
 
     async def _finish(self, reason: ExitReason, final: TradeStatus, fills: FillsResult) -> None:
@@ -96,25 +104,25 @@ class CloseSteps:
             levels={"planned": st.planned_levels.model_dump(mode="json") if st.planned_levels else None,
                     "final": st.exit.model_dump(mode="json") if st.exit else None},
             fills=every_fill, closed=closed, label=1 if closed.realized_pnl > 0 else 0)
-        await self._drain_background()
-        results = await asyncio.gather(
-            self._release_lock(cooldown=True),
-            self._call(calls.RECORD_CLOSE, RecordCloseRequest(closed=closed, executions=executions,
-                                                             outcome=outcome)),
-            return_exceptions=True)
-        if isinstance(results[1], BaseException):
-            st.note(f"feedback not recorded: {failure_of(results[1])[1]}")
+        try:  # the lock's release travels with the records: one activity
+            await self._call(calls.RECORD_CLOSE, RecordCloseRequest(
+                closed=closed, executions=executions, outcome=outcome, release=self._release_request(cooldown=True)))
+            st.lock_held = False
+        except ActivityError as err:
+            st.note(f"feedback not recorded: {failure_of(err)[1]}")
+            await self._release_lock(cooldown=True)
         st.stage = Stage.DONE
         await self._set_status(final, sa.EXIT_REASON.value_set(reason.value),
                                sa.REALIZED_PNL.value_set(float(closed.realized_pnl)))
 
-    async def _fills(self) -> FillsResult:
+    def _fills_request(self, also: str) -> FillsRequest:
+        """Every fill of this trade: its orders' (and `also`, the close being sent) and the
+        symbol's since the entry (a triggered stop's market order), with funding."""
         st = self.state
         since = st.opened_at_ms or min((o.time_ms for o in st.orders if o.time_ms), default=None)
-        return await self._call(calls.GET_FILLS, FillsRequest(
-            symbol=self.intent.symbol,
-            client_order_ids=[o.client_order_id for o in st.orders if not o.conditional],
-            since_ms=since, funding_since_ms=since))
+        ids = [o.client_order_id for o in st.orders if not o.conditional]
+        return FillsRequest(symbol=self.intent.symbol, client_order_ids=list(dict.fromkeys([*ids, also])),
+                            since_ms=since, funding_since_ms=since)
 
     def _pnl(self, fills: FillsResult):
         side = self.intent.side
@@ -156,7 +164,8 @@ class CloseSteps:
         return out
 
     def _record_position(self) -> None:
-        """Keep `quantum:position:{symbol}` in step, in the background (never blocks trading)."""
+        """The position changed: the next monitor session publishes `quantum:position:{symbol}`
+        and the new fills (`WatchRequest.publish`), so a change costs no activity of its own."""
         st = self.state
         if st.exit is None or st.open_qty <= 0:
             return
@@ -169,7 +178,7 @@ class CloseSteps:
             take_profit=pending[0] if pending else None, take_profits=pending, status=st.status.value,
             opened_at_ms=st.opened_at_ms, updated_at_ms=st.last_price_ms or st.opened_at_ms,
             version=st.position_version)
-        executions = []
+        executions = list(self._unpublished.executions) if self._unpublished else []
         for order in st.orders:  # fills of entry / TP orders not yet published, one entry each
             if order.conditional or order.filled <= 0 or order.average_price is None:
                 continue
@@ -182,5 +191,4 @@ class CloseSteps:
                 trade_id=f"order:{order.client_order_id}", side=Side(order.side), quantity=order.filled,
                 price=order.average_price, reduce_only=order.step != "entry", leverage=st.leverage,
                 time_ms=order.time_ms or st.last_price_ms or st.opened_at_ms))
-        request = RecordPositionRequest(position=snapshot, executions=executions)
-        self._background.append(asyncio.ensure_future(self._call(calls.RECORD_POSITION, request)))
+        self._unpublished = RecordPositionRequest(position=snapshot, executions=executions)

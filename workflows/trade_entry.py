@@ -6,9 +6,7 @@ A mixin of `TradeWorkflow` (workflows/trade.py): its methods run in the workflow
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
-from decimal import Decimal
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -20,37 +18,31 @@ with workflow.unsafe.imports_passed_through():
         OrderRef,
         OrderType,
         PlaceOrderRequest,
-        PositionRequest,
         ProtectiveStop,
     )
     from trading.exits import ExitState
-    from trading.entry_plan import plan_entry
-    from trading.levels import LevelsError, rebase_levels
+    from trading.levels import rebase_levels
     from trading.models import ExitReason, TradeStatus
     # `import a.b as c`, not `from a import b`: the sandbox already holds its own `workflows`
     # package (the parent of this module), so a from-import of a sibling would re-execute the
     # sibling inside the sandbox for every workflow run instead of passing it through.
+    from trading.market_time import utc_of_ms
     import workflows.activity_calls as calls
     from workflows.trade_state import Stage
-    from workflows.trade_support import StopRefused, failure_of, nothing, raise_, utc_of_ms
+    from workflows.trade_support import StopRefused, failure_of
 
 
 
 class EntrySteps:
     async def _size(self, report: GateReport) -> bool:
-        intent, st, policy = self.intent, self.state, self.state.policy
+        st = self.state
         st.rules = report.market_rules
-        # The gates' plan (what they checked) is what opens; a report from before the gates
-        # planned (a recorded history) is planned here, by the same function, from the same read.
+        # The gates' plan (what they checked: trading/entry_plan.py) is what opens; never planned
+        # again here.
         plan = report.plan
-        try:
-            if plan is None:
-                plan = plan_entry(intent, report.price, tick_size=st.rules.tick_size, market=st.rules.sizing_rules(),
-                                  equity=report.equity or Decimal(0), free_margin=report.free_margin or Decimal(0),
-                                  levels=policy.levels, sizing=policy.sizing)
-        except (LevelsError, ValueError) as err:
+        if plan is None:
             await self._release_lock(cooldown=False)
-            await self._reject(f"sizing: {err}")
+            await self._reject("sizing: the gates passed without an entry plan")
             return False
         st.planned_levels, sizing = plan.levels, plan.sizing
         st.sizing = sizing
@@ -70,13 +62,10 @@ class EntrySteps:
             symbol=intent.symbol, side=intent.side, type=OrderType.MARKET, leverage=st.leverage,
             quantity=st.sizing.quantity, client_order_id=self._cid("entry"))
         try:
-            if st.order_tag is None:  # (histories from before RUN_TAGGED_ENTRY)
-                order = await self._place("entry", request)
-            else:
-                order = await self._open_position(request.model_copy(update={
-                    "entry_guard": st.entry_guard,
-                    "protective_stop": ProtectiveStop(client_order_id=self._cid("sl-1"),
-                                                      planned_levels=st.planned_levels)}))
+            order = await self._open_position(request.model_copy(update={
+                "entry_guard": st.entry_guard,
+                "protective_stop": ProtectiveStop(client_order_id=self._cid("sl-1"),
+                                                  planned_levels=st.planned_levels)}))
             for _ in range(st.policy.entry_fill_checks):
                 if order.filled > 0 and order.average_price is not None:
                     break
@@ -101,6 +90,7 @@ class EntrySteps:
         st.last_price, st.last_price_ms = order.average_price, st.opened_at_ms
         levels = rebase_levels(st.planned_levels, order.average_price)
         st.exit = ExitState.start(levels, opened_at=utc_of_ms(st.opened_at_ms))
+        st.liquidation_price = order.liquidation_price
         st.note(f"entry filled {order.filled} @ {order.average_price}")
         if order.protective_stop is not None:  # placed by the entry activity itself
             stop = order.protective_stop
@@ -116,42 +106,40 @@ class EntrySteps:
         st = self.state
         st.note(why)
         try:
-            flat = await self._shielded(self._close_round())
+            # open_position may have placed `sl-1` before its last attempt failed: once flat,
+            # nothing of this trade may rest on the exchange (an unknown id is a no-op).
+            closed = await self._shielded(self._close_round(cancel_stops=True))
+            flat = closed.remaining_quantity == 0
         except ActivityError as err:
             flat = False
             why += f"; could not confirm flat: {failure_of(err)[1]}"
         if flat:
-            if st.order_tag is not None:
-                # open_position may have placed `sl-1` before its last attempt failed: once flat,
-                # nothing of this trade may rest on the exchange (an unknown id is a no-op).
-                await self._cancel_stops()
+            if closed.stops_not_cancelled:
+                await self._cancel_stops(closed.stops_not_cancelled)
             await self._release_lock(cooldown=False)
         st.reason, st.stage = why, Stage.DONE
         await self._set_status(TradeStatus.FAILED)
         return False
 
     async def _protect(self) -> None:
+        """The stop rests before the trade is OPEN: usually placed by the entry activity (`sl-1`,
+        which also read the liquidation price); placed here when the entry came without it."""
         st = self.state
-        # The liquidation price (adjust_levels refuses a stop beyond it) is read alongside.
-        # The entry activity usually placed the stop already (`sl-1`).
         if self._stop_refused is not None:  # the entry activity's stop was refused on its merits
-            placing = raise_(self._stop_refused)
+            stop = self._stop_refused
         elif st.stop_client_id is None:
-            placing = self._place_stop(st.exit.stop)
+            try:
+                await self._place_stop(st.exit.stop)
+                stop = None
+            except StopRefused as err:
+                stop = err
         else:
-            placing = nothing()
-        stop, position = await asyncio.gather(
-            placing, self._call(calls.GET_POSITION, PositionRequest(symbol=self.intent.symbol)),
-            return_exceptions=True)
-        if isinstance(stop, StopRefused):
+            stop = None
+        if stop is not None:
             reason = ExitReason.SL if stop.crossed else ExitReason.PROTECTION_FAILED
             await self._close(reason, f"protective stop not placed ({stop}): closed at market")
             return
-        if isinstance(stop, BaseException):
-            raise stop
-        if isinstance(position, BaseException):
-            st.note(f"liquidation price unknown: {failure_of(position)[1]}")
-        else:
-            st.liquidation_price = position.liquidation_price
+        if st.liquidation_price is None:
+            st.note("liquidation price unknown (not read with the entry)")
         await self._set_status(TradeStatus.OPEN)
         self._record_position()

@@ -14,70 +14,45 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.schemas.monitor import (
-        CrossedLevel,
-        KillWatch,
-        TrailingSpec,
-        WatchEvent,
-        WatchKind,
-        WatchRequest,
-    )
+    from activities.schemas.monitor import KillWatch, WatchEvent, WatchKind, WatchRequest
     from activities.schemas.orders import OrderRef, OrderType, PlaceOrderRequest, PositionRequest
-    from trading.exits import (
-        ExitAction,
-        ExitDecision,
-        ExitState,
-        PriceMove,
-        StopKind,
-        decide_exit,
-        kill_score,
-        tighter_stop,
-    )
-    from trading.features import CANDLE_MS
+    from trading.exits import ExitAction, ExitDecision
+    from trading.levels import stop_would_trigger
     from trading.levels import validate_manual_levels
-    from trading.models import ExitReason, Side, TradeStatus
+    from trading.models import ExitReason, TradeStatus
     from trading.sizing import floor_to_step
     # `import a.b as c`, not `from a import b`: the sandbox already holds its own `workflows`
     # package (the parent of this module), so a from-import of a sibling would re-execute the
     # sibling inside the sandbox for every workflow run instead of passing it through.
     import workflows.activity_calls as calls
     from workflows.trade_state import AdjustLevelsRequest, AdjustLevelsResult
-    from workflows.trade_support import StopRefused, abandon, failure_of, utc_of_ms
+    from workflows.trade_support import StopRefused, abandon, failure_of
 
 
 
 class MonitoringSteps:
     def _watch_request(self) -> WatchRequest:
-        st, policy, ex = self.state, self.state.policy, self.state.exit
-        paused = st.paused
-        trailing = None
-        if not paused and ex.tps_done >= policy.exits.trailing_after_tp:
-            trailing = TrailingSpec(callback_pct=ex.levels.trailing_callback_pct, extreme=ex.extreme,
-                                    min_step=policy.exits.trail_min_step_pct * ex.levels.entry_price)
+        st, policy = self.state, self.state.policy
         kill = None
-        if not paused and policy.monitor.kill_score and st.features_at_entry is not None:
+        if policy.monitor.kill_score and st.features_at_entry is not None:
             kill = KillWatch(entry=st.features_at_entry, weights=policy.kill_weights,
                              threshold=policy.kill_threshold, age_horizon_s=policy.kill_age_horizon_s,
                              window=policy.monitor.kill_window)
-        max_hold = policy.exits.max_hold_s
         return WatchRequest(
-            workflow_id=st.workflow_id, symbol=self.intent.symbol, side=self.intent.side,
-            stop_price=ex.stop,
-            take_profit_prices=[] if paused else [tp.price for tp in ex.levels.take_profits[ex.tps_done:]],
-            trailing=trailing, want_candles=kill is not None, kill=kill,
-            opened_at_ms=st.opened_at_ms,
-            max_holding_ms=None if paused or max_hold is None else int(max_hold * 1000),
-            session_cap_s=policy.monitor.session_cap_s, position_qty=st.open_qty,
-            stop_client_order_id=st.stop_client_id,
-            heartbeat_interval_s=policy.monitor.heartbeat_interval_s,
+            workflow_id=st.workflow_id, symbol=self.intent.symbol, exit=st.exit, exit_policy=policy.exits,
+            paused=st.paused, kill=kill, session_cap_s=policy.monitor.session_cap_s,
+            position_qty=st.open_qty, stop_client_order_id=st.stop_client_id,
+            heartbeat_interval_s=policy.monitor.heartbeat_interval_s, publish=self._unpublished,
         )
 
     async def _watch_once(self) -> WatchEvent | None:
         """One monitor session; None when an operator interrupted it (or it failed)."""
         monitor = self.state.policy.monitor
         self._interrupt = False
+        request = self._watch_request()
+        self._unpublished = None  # the session publishes it (again, if it was interrupted)
         self._watch = workflow.start_activity(
-            calls.WATCH_POSITION.name, self._watch_request(),
+            calls.WATCH_POSITION.name, request,
             **calls.WATCH_POSITION.options(
                 heartbeat_timeout=timedelta(seconds=monitor.heartbeat_timeout_s),
                 start_to_close_timeout=timedelta(seconds=monitor.session_cap_s + 600)))
@@ -85,123 +60,99 @@ class MonitoringSteps:
         await workflow.wait_condition(lambda: handle.done() or self._interrupt)
         if not handle.done():
             abandon(handle)  # ABANDON: read-only, the session ends at its next heartbeat
+            self._unpublished = self._unpublished or request.publish  # idempotent: publish again
             return None
         try:
             return handle.result()
         except ActivityError as err:
+            self._unpublished = self._unpublished or request.publish
             self.state.note(f"monitor session failed: {failure_of(err)[1]}")
             await workflow.sleep(timedelta(seconds=5))
             return None
 
     async def _on_event(self, event: WatchEvent) -> None:
+        """Act on what the monitor returned. It decided with `trading/exits.py`; nothing is
+        decided again here (the session saw the same state this workflow holds)."""
         st = self.state
         if event.price is not None:
             st.last_price, st.last_price_ms = event.price, event.market_ms
-        if event.kind is WatchKind.EXCHANGE_FILL:
-            await self._exchange_changed(event)
-        elif event.kind is WatchKind.CANDLE_CLOSED:
-            await self._candle_closed(event)
-        elif event.kind is not WatchKind.SESSION_CAP and event.price is not None:
-            move = self._price_move(event)
-            decision = decide_exit(st.exit, move, st.policy.exits)
-            await self._act(decision, event, move)
+        if event.kind is WatchKind.DECIDED and event.decision is not None:
+            if event.kill_score is not None:
+                st.kill = event.kill_score
+            await self._act(event.decision)
+        else:
+            st.exit = event.state  # (a trailing extreme the session reached is kept)
+            if event.kind is WatchKind.EXCHANGE_FILL:
+                await self._exchange_changed()
         self._show()
 
-    def _price_move(self, event: WatchEvent) -> PriceMove:
-        """The event's price range, widened by the monitor's trailing extreme: the ratchet in
-        `decide_exit` must see the best price the monitor saw during the whole session."""
-        price = event.price
-        high, low = max(event.high or price, price), min(event.low or price, price)
-        if event.trailing_extreme is not None:
-            if self.intent.side is Side.BUY:
-                high = max(high, event.trailing_extreme)
-            else:
-                low = min(low, event.trailing_extreme)
-        return PriceMove(price=price, high=high, low=low, at=utc_of_ms(event.market_ms or self._now_ms()))
-
-    async def _act(self, decision: ExitDecision, event: WatchEvent, move: PriceMove) -> None:
+    async def _act(self, decision: ExitDecision) -> None:
         st, before = self.state, self.state.exit
         action = decision.action
         if action is ExitAction.CLOSE_ALL:
             st.exit = decision.state
             await self._close(decision.reason, decision.note)
         elif action is ExitAction.TAKE_PROFIT:
-            # The stop moves only once the exchange holds the new one (`_move_stop`).
-            if not await self._harvest(decision, decision.state.model_copy(
-                    update={"stop": before.stop, "stop_kind": before.stop_kind})):
-                return
-            if decision.new_stop is None or not await self._move_stop(decision.new_stop,
-                                                                      decision.state.stop_kind):
-                self._record_position()  # (a stop move records the position itself)
+            await self._harvest(decision)
         elif action is ExitAction.MOVE_STOP:
+            # The stop moves only once the exchange holds the new one (`_place_stop`).
             st.exit = decision.state.model_copy(update={"stop": before.stop, "stop_kind": before.stop_kind})
-            await self._move_stop(decision.new_stop, decision.state.stop_kind)
-        else:
-            st.exit = decision.state
-            # The monitor and decide_exit share their rules; should they ever disagree at a
-            # boundary, act on what the monitor saw rather than wake it again at once.
-            if event.kind is WatchKind.LEVEL_CROSSED and event.level is CrossedLevel.TRAILING:
-                await self._close(ExitReason.TRAILING, f"trailing stop {event.trailing_stop} crossed")
-            elif (event.kind is WatchKind.TRAIL_ADVANCED and event.trailing_stop is not None
-                  and tighter_stop(self.intent.side, event.trailing_stop, before.stop) != before.stop):
-                st.exit = st.exit.model_copy(update={"extreme": event.trailing_extreme})
-                await self._move_stop(event.trailing_stop, StopKind.TRAILING)
+            if await self._move_stop(decision.new_stop, decision.state.stop_kind):
+                self._record_position()
 
-    async def _harvest(self, decision: ExitDecision, harvested: ExitState) -> bool:
-        """Partial close at a TP stage; False when the trade ended meanwhile.
+    async def _harvest(self, decision: ExitDecision) -> None:
+        """Partial close at a TP stage and the stop's move (break-even, trailing) in one activity.
 
-        `harvested` (the TP counted as done) becomes the state only together with the filled
-        quantity, so a query never sees a TP done and the position still whole."""
-        st = self.state
-        index = decision.take_profits[-1]
+        The TP counts as done only together with the filled quantity, so a query never sees a TP
+        done and the position still whole; the stop moves only once the exchange holds it."""
+        st, side, before = self.state, self.intent.side, self.state.exit
+        harvested = decision.state.model_copy(update={"stop": before.stop, "stop_kind": before.stop_kind})
+        index, kind, move_to = decision.take_profits[-1], decision.state.stop_kind, decision.new_stop
         qty = min(floor_to_step(st.entry_qty * decision.close_fraction, st.rules.step_size), st.open_qty)
         if qty >= st.open_qty:
             st.exit = harvested
             await self._close(ExitReason.TP, decision.note)
-            return False
+            return
         if qty <= 0 or qty < st.rules.min_qty:
             st.exit = harvested
             st.note(f"TP{index}: {qty} is below the minimum quantity, nothing harvested")
-            return True
+            if move_to is None or await self._move_stop(move_to, kind):
+                self._record_position()
+            return
+        # A new stop the price is already through would be refused (-2021): harvest, then close.
+        crossed = move_to is not None and st.last_price is not None and stop_would_trigger(side, move_to, st.last_price)
         step = f"tp{index}"
         try:
-            order = await self._place(step, PlaceOrderRequest(
-                symbol=self.intent.symbol, side=self.intent.side.opposite, type=OrderType.MARKET,
-                quantity=qty, reduce_only=True, client_order_id=self._cid(step)))
+            result = await self._amend(
+                reduce=(step, PlaceOrderRequest(
+                    symbol=self.intent.symbol, side=side.opposite, type=OrderType.MARKET, quantity=qty,
+                    reduce_only=True, client_order_id=self._cid(step))),
+                stop_price=None if crossed else move_to, kind=kind)
         except ActivityError as err:
             st.exit = harvested  # a refused TP order is not retried at the next tick
-            kind, message = failure_of(err)
+            failure, message = failure_of(err)
             st.note(f"TP{index} order failed: {message}")
-            if kind == "reduce_only_rejected":  # nothing left to reduce: the stop fired meanwhile
+            if failure == "reduce_only_rejected":  # nothing left to reduce: the stop fired meanwhile
                 await self._exchange_changed()
-                return not st.status.is_final
-            return True
-        st.exit, st.open_qty = harvested, st.open_qty - order.filled
+            return
+        order = result.reduce
+        st.exit = harvested.model_copy(update={"stop": st.exit.stop, "stop_kind": st.exit.stop_kind})
+        st.open_qty -= order.filled
         st.note(f"TP{index}: {order.filled} closed @ {order.average_price}")
         if st.open_qty <= 0:
             await self._close(ExitReason.TP, decision.note)
-            return False
-        return True
-
-    async def _candle_closed(self, event: WatchEvent) -> None:
-        """Kill score on a candle close (the monitor only reports closes that reach the threshold)."""
-        st, policy = self.state, self.state.policy
-        score = event.kill_score
-        if event.features is not None and st.features_at_entry is not None and event.candle is not None:
-            entry, now = st.features_at_entry, event.features
-            score = kill_score(
-                regime_at_entry=entry.regime, regime_now=now.regime, sigma_at_entry=entry.sigma,
-                sigma_now=now.sigma, trend_at_entry=entry.trend_strength, trend_now=now.trend_strength,
-                age_s=(event.candle.open_ms + CANDLE_MS - st.opened_at_ms) / 1000,
-                age_horizon_s=policy.kill_age_horizon_s, weights=policy.kill_weights,
-                threshold=policy.kill_threshold)
-        if score is None:
             return
-        st.kill = score
-        if score.should_close:
-            await self._close(ExitReason.KILL_SCORE, f"kill score {score.score:.3f} >= {score.threshold:g}")
+        if crossed or result.stop_crossed:
+            await self._close(self._stop_reason(kind), f"new {kind.value.lower()} stop {move_to} already crossed")
+            return
+        if move_to is not None:
+            if result.new_stop is None:
+                st.note(f"stop move to {move_to} refused ({result.stop_error}); the previous stop stays")
+            else:
+                st.note(f"{kind.value.lower()} stop at {move_to}")
+        self._record_position()
 
-    async def _exchange_changed(self, event: WatchEvent | None = None) -> None:
+    async def _exchange_changed(self) -> None:
         """The position size on the exchange changed without us: the stop fired, or someone else."""
         st = self.state
         position = await self._call(calls.GET_POSITION, PositionRequest(symbol=self.intent.symbol))
@@ -221,7 +172,7 @@ class MonitoringSteps:
                                                               client_order_id=st.stop_client_id,
                                                               conditional=True))
             if stop is not None and stop.status == "closed":
-                return ExitReason.TRAILING if st.exit.stop_kind is StopKind.TRAILING else ExitReason.SL
+                return self._stop_reason(st.exit.stop_kind)
         return ExitReason.EXTERNAL
 
     def _adjust_problems(self, request: AdjustLevelsRequest, *, applying: bool = False) -> list[str]:
@@ -264,8 +215,7 @@ class MonitoringSteps:
             st.exit = st.exit.model_copy(update={"levels": levels})
         st.note(f"levels adjusted ({note}): stop {st.exit.stop}, "
                 f"TPs {[str(tp.price) for tp in st.exit.levels.take_profits[st.exit.tps_done:]]}")
-        if request.take_profits:  # (a stop move records the position itself)
-            self._record_position()
+        self._record_position()
         self._show()
         self._adjust_outcome = AdjustLevelsResult(
             stop_loss=st.exit.stop,

@@ -20,7 +20,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.schemas.gates import ReleaseLockRequest
     from activities.schemas.orders import (
         WOULD_TRIGGER_IMMEDIATELY,
+        AmendRequest,
+        AmendResult,
         ClosePositionRequest,
+        ClosePositionResult,
         OrderRef,
         OrderResult,
         OrderType,
@@ -40,30 +43,54 @@ with workflow.unsafe.imports_passed_through():
 
 class OrderSteps:
     async def _place_stop(self, price: Decimal, kind: StopKind | None = None) -> None:
-        """Place `sl-{n+1}` at `price`; cancel the previous stop only once the new one rests."""
+        """Place `sl-{n+1}` at `price`; the previous stop is cancelled only once the new one rests."""
         st, side = self.state, self.intent.side
         if st.last_price is not None and stop_would_trigger(side, price, st.last_price):
             raise StopRefused(f"stop {price} is already crossed by the price {st.last_price}", crossed=True)
-        step = f"sl-{st.stop_seq + 1}"
+        if st.stop_client_id is not None:  # a move: new stop and cancel of the old in one activity
+            result = await self._amend(stop_price=price, kind=kind)
+            if result.new_stop is None:
+                raise StopRefused(result.stop_error or "refused", crossed=result.stop_crossed)
+            return
+        step = f"sl-{st.stop_seq + 1}"  # the first stop (the entry activity could not place it)
         try:
-            await self._place(step, PlaceOrderRequest(
-                symbol=self.intent.symbol, side=side.opposite, type=OrderType.STOP_MARKET,
-                quantity=st.open_qty, trigger_price=price, reduce_only=True,
-                client_order_id=self._cid(step)))
+            await self._place(step, self._stop_order(step, price, st.open_qty))
         except ActivityError as err:
-            kind, message = failure_of(err)
-            raise StopRefused(message, crossed=kind == WOULD_TRIGGER_IMMEDIATELY) from None
-        previous, st.stop_seq, st.stop_client_id = st.stop_client_id, st.stop_seq + 1, self._cid(step)
+            kind_, message = failure_of(err)
+            raise StopRefused(message, crossed=kind_ == WOULD_TRIGGER_IMMEDIATELY) from None
+        st.stop_seq, st.stop_client_id = st.stop_seq + 1, self._cid(step)
         st.exit = st.exit.model_copy(update={"stop": price, "stop_kind": kind or st.exit.stop_kind})
-        if previous is not None:
-            # The position hash is updated while the old stop is cancelled (one round trip).
-            self._record_position()
-            try:
-                await self._call(calls.CANCEL_ORDER, OrderRef(symbol=self.intent.symbol,
-                                                              client_order_id=previous, conditional=True))
-            except ActivityError:
-                st.stale_stop_ids.append(previous)  # cancelled again at the close
-            await self._drain_background()
+
+    def _stop_order(self, step: str, price: Decimal, quantity: Decimal) -> PlaceOrderRequest:
+        return PlaceOrderRequest(
+            symbol=self.intent.symbol, side=self.intent.side.opposite, type=OrderType.STOP_MARKET,
+            quantity=quantity, trigger_price=price, reduce_only=True, client_order_id=self._cid(step))
+
+    async def _amend(self, *, reduce: tuple[str, PlaceOrderRequest] | None = None,
+                     stop_price: Decimal | None = None, kind: StopKind | None = None) -> AmendResult:
+        """One `amend_position`: the reduce-only `reduce` (step, order), then the stop
+        `sl-{n+1}` at `stop_price` replacing the resting one. What it placed is recorded even
+        when a kill interrupted the caller; a refused stop leaves the old one in force."""
+        st = self.state
+        step = f"sl-{st.stop_seq + 1}"
+        previous = st.stop_client_id
+        request = AmendRequest(
+            symbol=self.intent.symbol, reduce=reduce[1] if reduce else None,
+            new_stop=self._stop_order(step, stop_price, st.open_qty) if stop_price is not None else None,
+            replaced_stop_client_order_id=previous if stop_price is not None else None)
+
+        async def amend() -> AmendResult:
+            result = await self._call(calls.AMEND_POSITION, request)
+            if reduce is not None:
+                self._remember(reduce[0], result.reduce)
+            if result.new_stop is not None:
+                self._remember(step, result.new_stop)
+                st.stop_seq, st.stop_client_id = st.stop_seq + 1, self._cid(step)
+                st.exit = st.exit.model_copy(update={"stop": stop_price, "stop_kind": kind or st.exit.stop_kind})
+                if previous is not None and not result.replaced_stop_cancelled:
+                    st.stale_stop_ids.append(previous)  # cancelled again at the close
+            return result
+        return await self._shielded(amend())
 
     async def _move_stop(self, new_stop: Decimal, kind: StopKind) -> bool:
         """Replace the resting stop; a stop the market already crossed closes at market."""
@@ -72,37 +99,50 @@ class OrderSteps:
             await self._place_stop(new_stop, kind)
         except StopRefused as err:
             if err.crossed:
-                reason = ExitReason.TRAILING if kind is StopKind.TRAILING else ExitReason.SL
-                await self._close(reason, f"new {kind.value.lower()} stop {new_stop} already crossed")
+                await self._close(self._stop_reason(kind), f"new {kind.value.lower()} stop {new_stop} already crossed")
             else:
                 st.note(f"stop move to {new_stop} refused ({err}); the previous stop stays")
             return False
         st.note(f"{kind.value.lower()} stop at {new_stop}")
         return True
 
-    async def _close_round(self) -> bool:
-        """One reduce-only market close (`close`, then `close-2`... after a partial fill)."""
+    @staticmethod
+    def _stop_reason(kind: StopKind) -> ExitReason:
+        """Why a trade closed at its stop (or at a stop it could not place)."""
+        return ExitReason.TRAILING if kind is StopKind.TRAILING else ExitReason.SL
+
+    async def _close_round(self, *, cancel_stops: bool = False, read_fills: bool = False) -> ClosePositionResult:
+        """One reduce-only market close (`close`, then `close-2`... after a partial fill). Once
+        flat, the same activity cancels the trade's stops and reads its fills, if asked."""
         st = self.state
         step = "close" if st.close_seq == 0 else f"close-{st.close_seq + 1}"
+        cid = self._cid(step)
         result = await self._call(calls.CLOSE_POSITION, ClosePositionRequest(
-            symbol=self.intent.symbol, client_order_id=self._cid(step)))
+            symbol=self.intent.symbol, client_order_id=cid,
+            cancel_stop_client_order_ids=self._stop_ids() if cancel_stops else [],
+            fills=self._fills_request(also=cid) if read_fills else None))
         if result.order is not None:
             self._remember(step, result.order)
         if result.remaining_quantity == 0:
-            return True
+            return result
         st.close_seq += 1
-        return False
+        return result
 
-    async def _cancel_stops(self) -> None:
+    def _stop_ids(self) -> list[str]:
+        """Every stop of this trade that may still rest on the exchange."""
         st = self.state
         ids = [i for i in [st.stop_client_id, *st.stale_stop_ids] if i]
-        if st.order_tag is not None and st.stop_seq == 0:
+        if st.stop_seq == 0:
             # open_position may have placed `sl-1` in an attempt whose answer was lost (a kill or
             # a failed entry after it): an unknown id costs one look-up, a forgotten stop more.
             ids.append(self._cid("sl-1"))
+        return list(dict.fromkeys(ids))
+
+    async def _cancel_stops(self, ids: list[str]) -> None:
+        """Cancel stops `_close_round` could not (each retried until done)."""
         await asyncio.gather(*(self._call(calls.CANCEL_ORDER, OrderRef(
             symbol=self.intent.symbol, client_order_id=i, conditional=True)) for i in ids))
-        st.stale_stop_ids = []
+        self.state.stale_stop_ids = []
 
     async def _call(self, call: calls.Call, *args: Any) -> Any:
         return await workflow.execute_activity(call.name, *args, **call.options())
@@ -151,26 +191,21 @@ class OrderSteps:
         return client_order_id(self.state.workflow_id, step, self.state.order_tag or "")
 
     async def _release_lock(self, cooldown: bool, quick: bool = False) -> None:
-        """Free the symbol; with `cooldown`, no new trade of it until the policy's cooldown has
-        passed in market time after the close (`quick`: a bounded number of attempts)."""
+        """Free the symbol (`quick`: a bounded number of attempts)."""
         if self.intent is None:
             return
+        call = calls.RELEASE_SYMBOL_LOCK_QUICK if quick else calls.RELEASE_SYMBOL_LOCK
+        await self._call(call, self._release_request(cooldown))
+        self.state.lock_held = False
+
+    def _release_request(self, cooldown: bool) -> ReleaseLockRequest:
+        """With `cooldown`, no new trade of the symbol until the policy's cooldown has passed in
+        market time after the close."""
         st, policy = self.state, self.state.policy
         seconds = policy.cooldown_s if cooldown and policy else 0
         until = None
         if seconds:
             closed = st.closed_at_ms or st.last_price_ms or self._now_ms()
             until = closed + seconds * 1000
-        call = calls.RELEASE_SYMBOL_LOCK_QUICK if quick else calls.RELEASE_SYMBOL_LOCK
-        await self._call(call, ReleaseLockRequest(
-            workflow_id=st.workflow_id, symbol=self.intent.symbol, cooldown_s=seconds,
-            cooldown_until_ms=until))
-        st.lock_held = False
-
-    async def _drain_background(self) -> None:
-        tasks, self._background = self._background, []
-        for task in tasks:
-            try:
-                await task
-            except ActivityError as err:
-                self.state.note(f"position feedback not recorded: {failure_of(err)[1]}")
+        return ReleaseLockRequest(workflow_id=st.workflow_id, symbol=self.intent.symbol, cooldown_s=seconds,
+                                  cooldown_until_ms=until)

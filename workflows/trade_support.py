@@ -1,11 +1,9 @@
 """Small helpers the trade's steps share (workflows/trade*.py): an activity failure in words, the
-exchange's refusal of a stop, abandoning a monitor session, and awaitables for `asyncio.gather`."""
+exchange's refusal of a stop, abandoning a monitor session."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
-
 from temporalio.exceptions import ActivityError, ApplicationError
 
 
@@ -15,8 +13,6 @@ class StopRefused(Exception):
     def __init__(self, message: str, crossed: bool) -> None:
         super().__init__(message)
         self.crossed = crossed
-
-
 
 
 def abandon(handle: asyncio.Future) -> None:
@@ -34,15 +30,3 @@ def failure_of(err: BaseException) -> tuple[str | None, str]:
     if isinstance(cause, ApplicationError):
         return cause.type, cause.message
     return None, str(cause or err)
-
-
-def utc_of_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-async def nothing() -> None:
-    return None
-
-
-async def raise_(err: BaseException) -> None:
-    raise err

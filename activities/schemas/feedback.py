@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from activities.schemas.gates import ReleaseLockRequest
 from trading.models import ExitReason, Side
 
 
@@ -115,6 +116,9 @@ class RecordCloseRequest(BaseModel):
     closed: TradeClosedEvent
     executions: list[ExecutionReport] = Field(default_factory=list)
     outcome: TradeOutcome
+    # The symbol lock, released (with its cooldown) first, in the same activity: the trade's
+    # last step costs the history one activity.
+    release: ReleaseLockRequest | None = None
 
 
 class FeedbackResult(BaseModel):

@@ -78,23 +78,37 @@ class OrderResult(ExchangeOrder):
     protective_stop: OrderResult | None = None
     protective_stop_error: str | None = None
     protective_stop_crossed: bool = False  # the stop was refused because the price is beyond it
+    # Entry (`open_position`): the position's liquidation price once open (None: unknown).
+    liquidation_price: Decimal | None = None
+
+
+class AmendRequest(BaseModel):
+    """Change an open position in one activity (`amend_position`), each step by its client id:
+    1. `reduce`: a reduce-only MARKET (a take-profit harvest, an operator's partial close);
+    2. `new_stop`: the stop to rest from now on, for what remains after `reduce` filled
+       (`new_stop.quantity` is the size before it);
+    3. `replaced_stop_client_order_id`: the stop `new_stop` replaces, cancelled once it rests."""
+
+    symbol: str
+    reduce: PlaceOrderRequest | None = None
+    new_stop: PlaceOrderRequest | None = None
+    replaced_stop_client_order_id: str | None = None
+
+
+class AmendResult(BaseModel):
+    reduce: OrderResult | None = None
+    new_stop: OrderResult | None = None
+    # The exchange refused `new_stop` on its merits (the previous stop still rests); `crossed`:
+    # the price is already beyond it.
+    stop_error: str | None = None
+    stop_crossed: bool = False
+    replaced_stop_cancelled: bool = False  # False with a new stop: the old one is cancelled at the close
 
 
 class CancelResult(BaseModel):
     found: bool  # the exchange knows this client id
     canceled_now: bool  # this call cancelled it (False: it had already finished)
     order: OrderResult | None = None  # its final state
-
-
-class ClosePositionRequest(BaseModel):
-    symbol: str
-    client_order_id: str
-
-
-class ClosePositionResult(BaseModel):
-    was_flat: bool  # nothing to close: no order sent
-    order: OrderResult | None = None
-    remaining_quantity: Decimal  # signed position after the close (0 = flat)
 
 
 class PositionRequest(BaseModel):
@@ -131,3 +145,23 @@ class FillsResult(BaseModel):
     @property
     def net_pnl(self) -> Decimal:
         return self.realized_pnl - self.fees + self.funding_total
+
+
+class ClosePositionRequest(BaseModel):
+    symbol: str
+    client_order_id: str
+    # Once flat (in the same activity, so a close costs the history one activity): cancel these
+    # stops (unknown or finished ones are a no-op) and read the trade's fills.
+    cancel_stop_client_order_ids: list[str] = []
+    fills: FillsRequest | None = None
+
+
+class ClosePositionResult(BaseModel):
+    was_flat: bool  # nothing to close: no order sent
+    order: OrderResult | None = None
+    remaining_quantity: Decimal  # signed position after the close (0 = flat)
+    # Set once flat: the stops still open that the exchange refused to cancel (cancelled again
+    # by the workflow), and the fills (None with `fills_error`: the exchange refused to list them).
+    stops_not_cancelled: list[str] = []
+    fills: FillsResult | None = None
+    fills_error: str | None = None

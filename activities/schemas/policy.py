@@ -18,8 +18,9 @@ class MonitorPolicy(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     # Wall seconds one watch_position session may run before handing control back to the
-    # workflow (continue-as-new check). Each session costs ~6 history events.
-    session_cap_s: float = Field(1800.0, gt=0)
+    # workflow (continue-as-new check). Each session costs 6 history events: a quiet position
+    # costs 6 per hour.
+    session_cap_s: float = Field(3600.0, gt=0)
     heartbeat_interval_s: float = Field(2.0, gt=0)
     heartbeat_timeout_s: float = Field(20.0, gt=0)  # a dead monitor worker is noticed after this
     kill_score: bool = True

@@ -305,8 +305,9 @@ async def test_kill_while_monitoring_take_profit_while_down(crash_rig: CrashRig)
 
 @pytest.mark.parametrize("variant", VARIANTS)
 async def test_kill_while_moving_the_stop(crash_rig: CrashRig, variant):
-    """TP1 is harvested and the replacement stop `sl-2` is in flight when the worker dies: the
-    old stop keeps resting until the new one is on the exchange, then it is cancelled."""
+    """TP1 is harvested and the replacement stop `sl-2` is in flight when the worker dies (one
+    `amend_position`): the retry finds tp1 by its client id and does not send it again, the old
+    stop keeps resting until the new one is on the exchange, then it is cancelled."""
     rig, paper = crash_rig, crash_rig.paper
     paper.set_price("ETHUSDT", 3400)
     before = wallet(paper)
@@ -325,7 +326,7 @@ async def test_kill_while_moving_the_stop(crash_rig: CrashRig, variant):
     assert state.stop_client_id == trade_cid(handle, "sl-2")
     await wait_until(lambda: [o["clientAlgoId"] for o in paper.state()["open_algo_orders"]]
                      == [trade_cid(handle, "sl-2")], what="sl-1 cancelled once sl-2 rests")
-    assert max(await rig.attempts(handle, "place_order")) >= 2  # sl-2 was retried
+    assert max(await rig.attempts(handle, "amend_position")) >= 2  # tp1 + sl-2 (one activity) was retried
     expected = ExitReason.TRAILING if state.exit.stop_kind is StopKind.TRAILING else ExitReason.SL
     paper.set_price("ETHUSDT", (state.exit.stop - 1).quantize(D("0.01")))
     result = await rig.result(handle)

@@ -20,6 +20,7 @@ from exchange.client import close_shared_exchange, create_exchange, shared_marke
 from activities.monitor import MonitorActivities, WatchKind, WatchRequest
 from activities.orders import ClosePositionRequest, OrderType, PlaceOrderRequest
 from activities.price_hub import PriceHub
+from local_stack.exit_states import exit_state
 from trading.models import Side
 from common.task_queues import TRADE_EXECUTION
 from workers.registry import Dependencies, activities_for
@@ -102,9 +103,9 @@ async def test_orders_do_not_wait_behind_saturated_market_polls(paper):
         clock = paper.clock()["market_ms"]
         monitor = MonitorActivities(hub)
         for symbol, (_, qty, stop, tp) in POSITIONS.items():
-            req = WatchRequest(workflow_id=f"trade-{symbol}", symbol=symbol, side="BUY", stop_price=stop,
-                               take_profit_prices=[tp], opened_at_ms=clock, session_cap_s=60,
-                               position_qty=qty)
+            req = WatchRequest(workflow_id=f"trade-{symbol}", symbol=symbol, session_cap_s=60, position_qty=qty,
+                               exit=exit_state(side="BUY", stop=stop, take_profits=[tp], tick="0.0001",
+                                               opened_at_ms=clock))
             watchers.append(asyncio.create_task(env.run(monitor.watch_position, req)))
 
         # The polls saturate the market client: requests keep queuing in its throttle.

@@ -2,7 +2,7 @@
 
 Each test builds its own `PriceHub` on the `exchange` fixture's client with a short poll interval,
 runs the activity through `ActivityEnvironment` and drives the market with `paper.set_price` /
-`paper.advance`.
+`paper.advance`. The session decides with `trading/exits.py`; what it returns is that decision.
 """
 
 from __future__ import annotations
@@ -18,15 +18,19 @@ import pytest_asyncio
 from temporalio.testing import ActivityEnvironment
 
 from activities.market import candle_from_row
-from activities.monitor import CrossedLevel, KillWatch, MonitorActivities, TrailingSpec, WatchKind, WatchRequest
+from activities.monitor import KillWatch, MonitorActivities, WatchKind, WatchRequest
 from activities.price_hub import PriceHub
+from local_stack.exit_states import exit_state
+from trading.exits import ExitAction, ExitPolicy, kill_score
 from trading.features import CANDLE_MS, TRENDING_DOWN, TRENDING_UP, compute_features
-from trading.exits import kill_score
+from trading.models import ExitReason
 
 pytestmark = pytest.mark.timeout(60)
 
 POLL_S = 0.05
 D = Decimal
+NO_TIME_LIMIT = ExitPolicy(max_hold_s=None)
+TRAILING_AT_ONCE = ExitPolicy(max_hold_s=None, trailing_after_tp=0, break_even_after_tp=0)
 
 
 @pytest_asyncio.fixture
@@ -50,9 +54,11 @@ async def next_polls(hub: PriceHub, symbol: str, n: int = 2) -> None:
     await wait_until(lambda: hub.stats[symbol].polls >= start + n)
 
 
-def request(paper, **fields) -> WatchRequest:
-    base = dict(workflow_id="trade-test", symbol="BTCUSDT", side="BUY", stop_price=D(62000),
-                opened_at_ms=paper.clock()["market_ms"], session_cap_s=20)
+def request(paper, *, stop=62000, side="BUY", take_profits=(), tick="0.1", entry=None, extreme=None,
+            exit_policy: ExitPolicy = NO_TIME_LIMIT, **fields) -> WatchRequest:
+    state = exit_state(side=side, stop=stop, take_profits=take_profits, tick=tick, entry=entry, extreme=extreme,
+                       opened_at_ms=paper.clock()["market_ms"])
+    base = dict(workflow_id="trade-test", symbol="BTCUSDT", exit=state, exit_policy=exit_policy, session_cap_s=20)
     return WatchRequest(**{**base, **fields})
 
 
@@ -67,6 +73,12 @@ async def started(hub: PriceHub, symbol: str, task: asyncio.Task) -> None:
     assert not task.done(), task.result()
 
 
+def decided(event, action: ExitAction, reason: ExitReason | None = None):
+    assert event.kind is WatchKind.DECIDED, event
+    assert (event.decision.action, event.decision.reason) == (action, reason), event.decision
+    return event.decision
+
+
 @pytest.mark.parametrize(("side", "symbol", "pin", "stop", "through"), [
     ("BUY", "BTCUSDT", 63000, 62000, "61900"),
     ("SELL", "ETHUSDT", 3400, 3450, "3460.5"),
@@ -74,84 +86,41 @@ async def started(hub: PriceHub, symbol: str, task: asyncio.Task) -> None:
 async def test_stop_crossed(paper, hub, side, symbol, pin, stop, through):
     paper.set_price(symbol, pin)
     tp = D(pin) * (D("1.05") if side == "BUY" else D("0.95"))
-    task = start(hub, request(paper, symbol=symbol, side=side, stop_price=D(stop), take_profit_prices=[tp]))
+    task = start(hub, request(paper, symbol=symbol, side=side, stop=stop, take_profits=[tp], tick="0.01"))
     await started(hub, symbol, task)
     paper.set_price(symbol, through)
     event = await asyncio.wait_for(task, 5)
-    assert event.kind is WatchKind.LEVEL_CROSSED and event.level is CrossedLevel.STOP
-    assert event.level_price == D(stop)
-    assert event.price == D(through)
+    decision = decided(event, ExitAction.CLOSE_ALL, ExitReason.SL)
+    assert decision.trigger_price == D(stop) and decision.state.closed
+    assert event.price == D(through) and event.state.stop == D(stop)
 
 
 async def test_take_profit_crossed_says_which(paper, hub):
+    """Two TPs crossed in one move are harvested together; the stop moves to break-even."""
     paper.set_price("BTCUSDT", 63000)
-    req = request(paper, take_profit_prices=[D(64000), D(65000), D(66000)])
+    req = request(paper, take_profits=[64000, 65000, 66000], entry=63000)
     task = start(hub, req)
     await started(hub, "BTCUSDT", task)
     paper.set_price("BTCUSDT", 65500)
-    event = await asyncio.wait_for(task, 5)
-    assert (event.kind, event.level, event.take_profit_index) == (
-        WatchKind.LEVEL_CROSSED, CrossedLevel.TAKE_PROFIT, 2)
-    assert event.level_price == D(65000) and event.price == D(65500)
+    decision = decided(await asyncio.wait_for(task, 5), ExitAction.TAKE_PROFIT)
+    assert decision.take_profits == (1, 2) and decision.trigger_price == D(65000)
+    assert decision.state.tps_done == 2 and decision.new_stop == decision.state.stop > D(63000)
 
 
-async def test_candle_close_delivered_once_with_spike_in_high_low(paper, hub):
-    """A spike that woke nobody (inside the band) still shows in high/low at the next wake-up,
-    and the closed candle is fetched once for all watchers of the symbol."""
-    paper.set_price("BTCUSDT", 63000)
-    req = request(paper, stop_price=D(60000), take_profit_prices=[D(66000)], want_candles=True)
-    first, second = start(hub, req), start(hub, req)
-    # A third watcher keeps the feed alive after the first two return.
-    keeper = start(hub, req.model_copy(update={"want_candles": False}))
-    await started(hub, "BTCUSDT", first)
-    for spike in (62500, 63700, 63000):
-        paper.set_price("BTCUSDT", spike)
-        await next_polls(hub, "BTCUSDT")
-    now = paper.advance(CANDLE_MS)["market_ms"]
-    a, b = await asyncio.wait_for(asyncio.gather(first, second), 5)
-    for event in (a, b):
-        assert event.kind is WatchKind.CANDLE_CLOSED
-        assert event.candle.open_ms == (now // CANDLE_MS - 1) * CANDLE_MS
-        assert (event.low, event.high, event.price) == (D(62500), D(63700), D(63000))
-    await next_polls(hub, "BTCUSDT", 4)
-    assert hub.stats["BTCUSDT"].candle_fetches == 1
-    # A fresh watcher on the same feed does not get the same candle again.
-    again = await asyncio.wait_for(start(hub, req.model_copy(update={"session_cap_s": 0.4})), 5)
-    assert again.kind is WatchKind.SESSION_CAP
-    # One restarted after the close, saying which candle it processed last, gets it from the cache.
-    older = req.model_copy(update={"candles_after_ms": a.candle.open_ms - CANDLE_MS})
-    caught = await asyncio.wait_for(start(hub, older), 5)
-    assert caught.kind is WatchKind.CANDLE_CLOSED and caught.candle == a.candle
-    assert hub.stats["BTCUSDT"].candle_fetches == 1
-    keeper.cancel()
-    await asyncio.gather(keeper, return_exceptions=True)
-
-
-async def test_candle_closed_between_sessions_is_caught_up(paper, hub):
-    """A new session (no candle cached) asks for candles after an older one: fetched at once."""
-    paper.set_price("BTCUSDT", 63000)
-    now = paper.advance(CANDLE_MS)["market_ms"]
-    last_closed = (now // CANDLE_MS - 1) * CANDLE_MS
-    req = request(paper, stop_price=D(60000), want_candles=True, candles_after_ms=last_closed - CANDLE_MS)
-    event = await asyncio.wait_for(start(hub, req), 5)
-    assert event.kind is WatchKind.CANDLE_CLOSED and event.candle.open_ms == last_closed
-    up_to_date = req.model_copy(update={"candles_after_ms": last_closed, "session_cap_s": 0.3})
-    assert (await asyncio.wait_for(start(hub, up_to_date), 5)).kind is WatchKind.SESSION_CAP
-
-
-async def test_trailing_active_at_once_starts_from_first_price(paper, hub):
+async def test_trailing_from_the_first_price(paper, hub):
+    """Trailing active from the start: the first price is the extreme, and a stop 2 % above it
+    is worth moving at once (SELL: 1.500 × 1.02 = 1.530, from 1.600)."""
     paper.set_price("NEARUSDT", "1.500")
-    trailing = TrailingSpec(callback_pct=D("0.02"))  # no activation price: trails from the start
-    task = start(hub, request(paper, symbol="NEARUSDT", side="SELL", stop_price=D("1.600"), trailing=trailing))
-    await started(hub, "NEARUSDT", task)
-    paper.set_price("NEARUSDT", "1.531")  # through 1.500 × 1.02 = 1.530
-    event = await asyncio.wait_for(task, 5)
-    assert (event.level, event.level_price, event.trailing_extreme) == (CrossedLevel.TRAILING, D("1.530"), D("1.5"))
+    req = request(paper, symbol="NEARUSDT", side="SELL", stop="1.600", tick="0.001", exit_policy=TRAILING_AT_ONCE)
+    req = req.model_copy(update={"exit": req.exit.model_copy(update={"levels": req.exit.levels.model_copy(
+        update={"trailing_callback_pct": D("0.02")})})})
+    decision = decided(await asyncio.wait_for(start(hub, req), 5), ExitAction.MOVE_STOP)
+    assert (decision.new_stop, decision.state.extreme) == (D("1.530"), D("1.5"))
 
 
 async def test_time_limit_by_market_time(paper, hub):
     paper.set_price("BTCUSDT", 63000)
-    req = request(paper, max_holding_ms=3_600_000)
+    req = request(paper, exit_policy=ExitPolicy(max_hold_s=3600))
     task = start(hub, req)
     await started(hub, "BTCUSDT", task)
     paper.advance(3_599_000)
@@ -159,18 +128,31 @@ async def test_time_limit_by_market_time(paper, hub):
     assert not task.done()
     paper.advance(1_000)
     event = await asyncio.wait_for(task, 5)
-    assert event.kind is WatchKind.TIME_LIMIT
-    assert event.market_ms >= req.opened_at_ms + 3_600_000
+    decided(event, ExitAction.CLOSE_ALL, ExitReason.TIME_LIMIT)
+    assert event.market_ms >= req.exit.opened_at.timestamp() * 1000 + 3_600_000
 
 
 async def test_session_cap_after_wall_clock(paper, hub):
     paper.set_price("BTCUSDT", 63000)
     started_at = time.monotonic()
-    event = await asyncio.wait_for(start(hub, request(paper, session_cap_s=0.5)), 5)
+    req = request(paper, session_cap_s=0.5)
+    event = await asyncio.wait_for(start(hub, req), 5)
     elapsed = time.monotonic() - started_at
-    assert event.kind is WatchKind.SESSION_CAP and event.price == D(63000)
+    assert event.kind is WatchKind.SESSION_CAP and event.price == D(63000) and event.decision is None
+    assert event.state == req.exit
     assert 0.5 <= elapsed < 1.5
     assert hub.subscriber_count() == 0
+
+
+async def test_paused_applies_no_rule(paper, hub):
+    """Paused by the operator: a crossed stop and TP decide nothing (the exchange stop protects)."""
+    paper.set_price("BTCUSDT", 63000)
+    task = start(hub, request(paper, take_profits=[64000], paused=True, session_cap_s=1.0))
+    await started(hub, "BTCUSDT", task)
+    for price in (64500, 61000):
+        paper.set_price("BTCUSDT", price)
+        await next_polls(hub, "BTCUSDT")
+    assert (await asyncio.wait_for(task, 5)).kind is WatchKind.SESSION_CAP
 
 
 async def test_cancellation_unsubscribes_and_stops_the_poller(paper, hub):
@@ -208,32 +190,32 @@ async def test_poll_errors_are_retried_not_raised(paper, hub):
     paper.add_fault(path="/fapi/v1/ticker/price", status=503, count=3)
     await wait_until(lambda: hub.stats["BTCUSDT"].errors >= 3)
     paper.set_price("BTCUSDT", 61000)
-    event = await asyncio.wait_for(task, 5)
-    assert event.level is CrossedLevel.STOP
+    decided(await asyncio.wait_for(task, 5), ExitAction.CLOSE_ALL, ExitReason.SL)
 
 
 async def test_trailing_extreme_in_heartbeats_and_resumed_after_retry(paper, hub):
+    """New extremes not yet worth a stop move (the minimum step is 50 % here) are heartbeated; a
+    retried attempt (worker crash) resumes from the last one."""
     paper.set_price("BTCUSDT", 63000)
     beats: list = []
     env = ActivityEnvironment()
     env.on_heartbeat = lambda *details: beats.append(details[0])
-    trailing = TrailingSpec(callback_pct=D("0.01"), activation_price=D(63500))
-    task = start(hub, request(paper, trailing=trailing, take_profit_prices=[D(70000)]), env)
+    policy = TRAILING_AT_ONCE.model_copy(update={"trail_min_step_pct": D("0.5")})
+    req = request(paper, take_profits=[70000], exit_policy=policy, session_cap_s=3)
+    task = start(hub, req, env)
     await started(hub, "BTCUSDT", task)
-    assert beats and beats[-1] == {"extreme": None}
     for price in (64000, 64500):
         paper.set_price("BTCUSDT", price)
         await wait_until(lambda p=price: beats[-1]["extreme"] is not None and D(beats[-1]["extreme"]) == p)
-    paper.set_price("BTCUSDT", 63800)  # through 64500 × 0.99 = 63855
-    event = await asyncio.wait_for(task, 5)
-    assert (event.kind, event.level) == (WatchKind.LEVEL_CROSSED, CrossedLevel.TRAILING)
-    assert event.level_price == D(63855) and D(event.trailing_extreme) == D(64500)
+    paper.set_price("BTCUSDT", 63800)  # a lower price keeps the extreme
+    event = await asyncio.wait_for(task, 6)
+    assert event.kind is WatchKind.SESSION_CAP and event.state.extreme == D(64500)
+    assert event.state.stop == D(62000)  # never worth moving at a 50 % step
 
-    # A retry (worker crash) resumes from the heartbeated extreme: the price is already through.
     retry = ActivityEnvironment()
     retry.info = dataclasses.replace(retry.info, heartbeat_details=[beats[-1]], attempt=2)
-    event = await asyncio.wait_for(start(hub, request(paper, trailing=trailing), retry), 5)
-    assert event.level is CrossedLevel.TRAILING and D(event.trailing_extreme) == D(64500)
+    event = await asyncio.wait_for(start(hub, req.model_copy(update={"session_cap_s": 0.5}), retry), 5)
+    assert event.state.extreme == D(64500)
 
 
 async def test_thousand_watchers_share_three_pollers(paper, hub):
@@ -246,8 +228,8 @@ async def test_thousand_watchers_share_three_pollers(paper, hub):
         symbol = list(symbols)[i % 3]
         pin = D(symbols[symbol])
         stop = pin * (D("0.95") - D(i % 7) / 100)  # different levels, all below 0.95 × pin
-        tasks.append(start(hub, request(paper, workflow_id=f"trade-{i}", symbol=symbol, stop_price=stop,
-                                        take_profit_prices=[pin * D("1.1")]), env))
+        tasks.append(start(hub, request(paper, workflow_id=f"trade-{i}", symbol=symbol, stop=stop,
+                                        tick="0.0001", take_profits=[pin * D("1.1")]), env))
     await wait_until(lambda: hub.subscriber_count() == 1000, timeout=15)
     assert sorted(hub.polling_symbols()) == sorted(symbols)
     before = {s: hub.stats[s].requests for s in symbols}
@@ -259,49 +241,50 @@ async def test_thousand_watchers_share_three_pollers(paper, hub):
     for symbol, price in symbols.items():
         paper.set_price(symbol, D(price) * D("0.8"))
     events = await asyncio.wait_for(asyncio.gather(*tasks), 10)
-    assert all(e.kind is WatchKind.LEVEL_CROSSED and e.level is CrossedLevel.STOP for e in events)
+    for event in events:
+        decided(event, ExitAction.CLOSE_ALL, ExitReason.SL)
     assert hub.subscriber_count() == 0
 
 
-# --- trailing advance --------------------------------------------------------------------------
+# --- trailing stop moves -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("side", "symbol", "pin", "stop", "small", "big", "min_step", "new_stop"), [
-    # BUY: 1 % behind the high. 63100 → 62469 (469 < 500 beyond 62000); 63500 → 62865.
-    ("BUY", "BTCUSDT", "63000", "62000", "63100", "63500", "500", "62865"),
-    # SELL: 1 % above the low. 3398 → 3431.98 (18.02 < 20 below 3450); 3380 → 3413.8.
-    ("SELL", "ETHUSDT", "3400", "3450", "3398", "3380", "20", "3413.8"),
+@pytest.mark.parametrize(("side", "symbol", "entry", "pin", "stop", "small", "big", "tick", "new_stop"), [
+    # BUY, 1 % behind the high, a minimum step of 0.8 % × 62500 = 500: 63000 → 62370 and
+    # 63100 → 62469 move the stop less than 500 beyond 62000; 63500 → 62865 does.
+    ("BUY", "BTCUSDT", "62500", "63000", "62000", "63100", "63500", "0.1", "62865"),
+    # SELL, 1 % above the low, a step of 0.8 % × 2500 = 20: 3400 → 3434 and 3398 → 3431.98 are
+    # less than 20 below 3450; 3380 → 3413.8 is not.
+    ("SELL", "ETHUSDT", "2500", "3400", "3450", "3398", "3380", "0.01", "3413.8"),
 ])
-async def test_trail_advanced_by_min_step(paper, hub, side, symbol, pin, stop, small, big, min_step, new_stop):
+async def test_trailing_stop_moves_by_the_minimum_step(paper, hub, side, symbol, entry, pin, stop, small, big,
+                                                       tick, new_stop):
     paper.set_price(symbol, pin)
-    trailing = TrailingSpec(callback_pct=D("0.01"), min_step=D(min_step))  # active at once
-    task = start(hub, request(paper, symbol=symbol, side=side, stop_price=D(stop), trailing=trailing))
+    policy = TRAILING_AT_ONCE.model_copy(update={"trail_min_step_pct": D("0.008")})
+    task = start(hub, request(paper, symbol=symbol, side=side, entry=entry, stop=stop, tick=tick,
+                              exit_policy=policy))
     await started(hub, symbol, task)
-    paper.set_price(symbol, small)  # a new extreme, but the stop would move less than min_step
+    paper.set_price(symbol, small)  # a new extreme, but the stop would move less than the step
     await next_polls(hub, symbol, 3)
     assert not task.done(), task.result()
     paper.set_price(symbol, big)
     event = await asyncio.wait_for(task, 5)
-    assert event.kind is WatchKind.TRAIL_ADVANCED and event.level is None
-    assert (event.trailing_stop, event.trailing_extreme, event.price) == (D(new_stop), D(big), D(big))
-    assert event.trailing_active
+    decision = decided(event, ExitAction.MOVE_STOP)
+    assert (decision.new_stop, decision.state.extreme, event.price) == (D(new_stop), D(big), D(big))
+    assert event.state.extreme == D(small)  # the state it decided on
 
 
-async def test_carried_over_extreme_advances_at_once_or_crosses(paper, hub):
-    """A session resumed with the previous extreme: already worth re-placing → TRAIL_ADVANCED at
-    once (no new price needed); the last price already through the new stop → LEVEL_CROSSED."""
+async def test_carried_over_extreme_moves_at_once_or_closes(paper, hub):
+    """A session started with the previous one's extreme: worth moving the stop → MOVE_STOP at
+    once (no new price needed); the last price already through the new stop → a trailing close."""
+    policy = TRAILING_AT_ONCE.model_copy(update={"trail_min_step_pct": D("0.008")})
     paper.set_price("BTCUSDT", 64000)
-    trailing = TrailingSpec(callback_pct=D("0.01"), min_step=D(500), extreme=D(64500))  # stop 63855
-    event = await asyncio.wait_for(start(hub, request(paper, trailing=trailing)), 5)
-    assert (event.kind, event.trailing_stop, event.trailing_extreme) == (WatchKind.TRAIL_ADVANCED, D(63855), D(64500))
+    req = request(paper, entry=62500, extreme=64500, exit_policy=policy)  # 1 % behind: 63855
+    decision = decided(await asyncio.wait_for(start(hub, req), 5), ExitAction.MOVE_STOP)
+    assert (decision.new_stop, decision.state.extreme) == (D(63855), D(64500))
     paper.set_price("BTCUSDT", 63800)
-    event = await asyncio.wait_for(start(hub, request(paper, trailing=trailing)), 5)
-    assert (event.kind, event.level, event.level_price) == (WatchKind.LEVEL_CROSSED, CrossedLevel.TRAILING, D(63855))
-    # Without min_step the trailing stop is only watched: no TRAIL_ADVANCED, the session runs out.
-    paper.set_price("BTCUSDT", 64000)
-    watched = trailing.model_copy(update={"min_step": None})
-    event = await asyncio.wait_for(start(hub, request(paper, trailing=watched, session_cap_s=0.5)), 5)
-    assert event.kind is WatchKind.SESSION_CAP and event.trailing_stop == D(63855)
+    decision = decided(await asyncio.wait_for(start(hub, req), 5), ExitAction.CLOSE_ALL, ExitReason.TRAILING)
+    assert decision.trigger_price == D(63800)
 
 
 # --- kill score on candle closes -----------------------------------------------------------------
@@ -326,7 +309,8 @@ async def features_at(exchange, symbol: str, last_open_ms: int, window: int = WI
     return compute_features([candle_from_row(r) for r in rows])
 
 
-def expected_score(kill: KillWatch, now, last_open_ms: int, opened_at_ms: int):
+def expected_score(kill: KillWatch, now, last_open_ms: int, req: WatchRequest):
+    opened_at_ms = req.exit.opened_at.timestamp() * 1000
     entry = kill.entry
     return kill_score(
         regime_at_entry=entry.regime, regime_now=now.regime, sigma_at_entry=entry.sigma, sigma_now=now.sigma,
@@ -360,21 +344,22 @@ async def test_kill_score_fires_when_the_regime_is_not_the_entry_one(paper, hub,
     flipped = TRENDING_DOWN if now.regime == TRENDING_UP else TRENDING_UP
     entry = now.model_copy(update={"regime": flipped, "trend_strength": 1.0, "sigma": 1e-6})
     kill = KillWatch(entry=entry, window=WINDOW)
-    req = request(paper, stop_price=D(50000), kill=kill, session_cap_s=60)
+    req = request(paper, stop=50000, kill=kill, session_cap_s=60)
     task = start(hub, req)
     await started(hub, "BTCUSDT", task)
     await wait_until(lambda: hub.stats["BTCUSDT"].candle_fetches >= 1)  # the history, loaded once
     for _ in range(20):
         closed = await close_candle(paper, hub, ["BTCUSDT"])
         reference = await features_at(exchange, "BTC/USDT:USDT", closed)
-        score = expected_score(kill, reference, closed, req.opened_at_ms)
+        score = expected_score(kill, reference, closed, req)
         if score.should_close:
             break
         assert not task.done(), task.result()
     else:
         pytest.fail("no candle in 20 passed the threshold")
     event = await asyncio.wait_for(task, 5)
-    assert event.kind is WatchKind.CANDLE_CLOSED and event.candle.open_ms == closed
+    decision = decided(event, ExitAction.CLOSE_ALL, ExitReason.KILL_SCORE)
+    assert event.candle.open_ms == closed and decision.trigger_price == event.price
     assert event.features == reference and event.kill_score == score
     assert event.kill_score.regime_flip == 1.0 and event.kill_score.sigma_spike == 1.0
 
@@ -394,8 +379,8 @@ async def test_kill_score_silent_on_a_quiet_market(paper, hub, exchange):
     for i in range(30):
         symbol = list(symbols)[i % 3]
         kill = KillWatch(entry=entries[symbol], window=WINDOW)
-        tasks.append(start(hub, request(paper, workflow_id=f"trade-{i}", symbol=symbol, side="BUY",
-                                        stop_price=D(symbols[symbol]) / 2, kill=kill, session_cap_s=60), env))
+        tasks.append(start(hub, request(paper, workflow_id=f"trade-{i}", symbol=symbol, side="BUY", tick="0.0001",
+                                        stop=D(symbols[symbol]) / 2, kill=kill, session_cap_s=60), env))
     await wait_until(lambda: hub.subscriber_count() == 30, 15)
     await wait_until(lambda: all(hub.stats[s].candle_fetches == 1 for s in symbols), 10)  # the history load
     for _ in range(3):
@@ -418,12 +403,12 @@ async def test_kill_watcher_restarted_after_a_close_evaluates_it(paper, hub, exc
     entry = now.model_copy(update={"regime": TRENDING_DOWN if now.regime == TRENDING_UP else TRENDING_UP,
                                    "trend_strength": 1.0, "sigma": 1e-6})
     kill = KillWatch(entry=entry, window=WINDOW)
-    req = request(paper, symbol="ETHUSDT", stop_price=D(3000), kill=kill, candles_after_ms=last - CANDLE_MS)
-    score = expected_score(kill, now, last, req.opened_at_ms)
+    req = request(paper, symbol="ETHUSDT", stop=3000, kill=kill, candles_after_ms=last - CANDLE_MS)
+    score = expected_score(kill, now, last, req)
     assert score.should_close  # a flip (0.66) and a sigma spike (0.1) alone pass 0.7
     event = await asyncio.wait_for(start(hub, req), 10)
-    assert (event.kind, event.candle.open_ms, event.features, event.kill_score) == (
-        WatchKind.CANDLE_CLOSED, last, now, score)
+    decided(event, ExitAction.CLOSE_ALL, ExitReason.KILL_SCORE)
+    assert (event.candle.open_ms, event.features, event.kill_score) == (last, now, score)
     assert hub.stats["ETHUSDT"].candle_fetches == 1
     # Up to date (it processed `last`): nothing to catch up, the session runs out.
     quiet = req.model_copy(update={"candles_after_ms": last, "session_cap_s": 0.5})
