@@ -14,7 +14,7 @@ from typing import Any
 from temporalio.exceptions import ApplicationError
 
 from activities.schemas.market import PriceResult, SymbolRules
-from activities.schemas.monitor import Candle
+from trading.features import Candle
 from activities.temporal_errors import to_application_error
 from exchange.client import ExchangeHolder, ExchangeSource, shared_market_exchange
 from exchange.errors import FailureKind

@@ -48,7 +48,7 @@ from exchange.client import ExchangeHolder, ExchangeSource, shared_market_exchan
 from exchange.errors import classify_exchange_error
 from activities.market import candle_from_row, resolve_symbol
 from trading.features import CANDLE_MS, MarketFeatures, compute_features
-from activities.schemas.monitor import Candle
+from trading.features import Candle
 
 __all__ = ["CandleHistory", "PriceHub", "Snapshot", "SymbolStats", "Watch"]
 

@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
 
     from activities.schemas.monitor import WatchEvent, WatchRequest
     from activities.schemas.policy import TradePolicy
+    import common.search_attributes as sa
     from common.search_attributes import SEARCH_ATTRIBUTES
     from common.temporal import temporal_binary
     from local_stack.paper_server import PaperServer, paper_exchange_client
@@ -266,8 +267,16 @@ class Stack:
                            f"{last.notes[-3:] if last else None}")
 
     async def wait_open(self, handle: WorkflowHandle, timeout: float = 30) -> TradeState:
+        """The state once OPEN. Until then the search attribute is polled, not the `state` query: a
+        query that arrives while the gates' local activity runs costs one more workflow task (3
+        history events), and the event counts measure the workflow, not its observer."""
+        deadline = time.monotonic() + timeout
+        while (await handle.describe()).typed_search_attributes.get(sa.TRADE_STATUS) in (None, "PENDING", "OPENING"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{handle.id} not OPEN within {timeout} s")
+            await asyncio.sleep(0.1)
         return await self.wait_for(handle, lambda s: s.status.value == "OPEN" and s.stage.value == "MONITORING",
-                                   timeout)
+                                   max(1.0, deadline - time.monotonic()))
 
     async def close(self, handle: WorkflowHandle) -> TradeResult:
         return await handle.execute_update("close", {"reason": "benchmark"}, result_type=TradeResult)

@@ -60,7 +60,7 @@ from signals_ingest.model_registry import LoadedModel, ModelRegistry
 from signals_ingest.signal_settings import SignalSettings
 from common.redis_keys import (MARKET_KLINES_STREAM, SIGNAL_CHECKPOINT_KEY, SIGNAL_COOLDOWN_KEY, SIGNAL_LAST_EVAL_KEY,
                                SIGNAL_STREAM, TRADE_INTENT_STREAM, latest_price_key)
-from trading.features import CANDLE_MS, MarketFeatures, PriceBar, compute_features
+from trading.features import CANDLE_MS, MarketFeatures, Candle, compute_features
 from trading.intent import IntentError, parse_stream_fields, to_stream_fields
 from trading.levels import LevelsError
 from trading.signal_rules import (
@@ -94,7 +94,7 @@ class Kline:
 
     __slots__ = ("symbol", "interval", "open_ms", "close_ms", "bar", "closed", "exchange")
 
-    def __init__(self, symbol: str, interval: str, open_ms: int, close_ms: int, bar: PriceBar, closed: bool,
+    def __init__(self, symbol: str, interval: str, open_ms: int, close_ms: int, bar: Candle, closed: bool,
                  exchange: str) -> None:
         self.symbol, self.interval, self.open_ms, self.close_ms = symbol, interval, open_ms, close_ms
         self.bar, self.closed, self.exchange = bar, closed, exchange
@@ -124,7 +124,7 @@ def parse_kline(fields: Mapping[Any, Any], interval_ms: int = CANDLE_MS) -> Klin
             problems.append(f"close_time {close_ms} is not after open_time {open_ms}")
     if problems:
         raise KlineError("; ".join(problems))
-    bar = PriceBar(open_ms, prices["open"], prices["high"], prices["low"], prices["close"], prices["volume"])
+    bar = Candle(open_ms, prices["open"], prices["high"], prices["low"], prices["close"], prices["volume"])
     closed = data.get("closed", "1").lower() not in ("0", "false", "no")
     return Kline(symbol, data.get("interval", ""), open_ms, close_ms, bar, closed, data.get("exchange", ""))
 
@@ -139,7 +139,7 @@ class SignalEngine:
         self.settings = settings or SignalSettings()
         self.registry = model if model is not None else ModelRegistry(
             self.settings.model_path, check_interval_s=self.settings.model_check_s)
-        self.windows: dict[str, deque[PriceBar]] = {}
+        self.windows: dict[str, deque[Candle]] = {}
         self.last_id: str = "0"
         self._symbols = set(self.settings.symbols)
         self._max_step_ms = (self.settings.max_gap_candles + 1) * self.settings.interval_ms
@@ -200,7 +200,7 @@ class SignalEngine:
             self.last_id = "0"
             return
         checkpoint = _text(checkpoint)
-        newest_first: dict[str, list[PriceBar]] = {}
+        newest_first: dict[str, list[Candle]] = {}
         complete: set[str] = set()  # full, or a gap reached: older candles do not belong
         upper, read, window = checkpoint, 0, self.settings.window
         while read < self.settings.warmup_max_entries:

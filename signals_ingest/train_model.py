@@ -62,7 +62,7 @@ import lightgbm as lgb
 import numpy as np
 from pydantic import BaseModel
 
-from trading.features import CANDLE_MS, PriceBar, compute_features
+from trading.features import CANDLE_MS, Candle, compute_features
 from trading.models import Side
 from trading.signal_rules import (
     FEATURE_NAMES,
@@ -193,7 +193,7 @@ class TrainReport(BaseModel):
 class _Series:
     name: str
     path: Path
-    bars: list[PriceBar]
+    bars: list[Candle]
     funding: list[tuple[int, float]] = field(default_factory=list)
 
 
@@ -329,16 +329,16 @@ def load_series(data_dir: Path, names: Sequence[str] | None = None, max_rows: in
     return out
 
 
-def read_bars(path: Path, max_rows: int | None = None) -> list[PriceBar]:
+def read_bars(path: Path, max_rows: int | None = None) -> list[Candle]:
     """`timestamp_ms,open,high,low,close,volume` rows as Bars (exact Decimals), oldest first."""
-    bars: list[PriceBar] = []
+    bars: list[Candle] = []
     with path.open(newline="") as fh:
         reader = csv.reader(fh)
         next(reader)
         for row in reader:
             if not row:
                 continue
-            bars.append(PriceBar(int(row[0]), *(Decimal(v) for v in row[1:6])))
+            bars.append(Candle(int(row[0]), *(Decimal(v) for v in row[1:6])))
             if max_rows is not None and len(bars) >= max_rows:
                 break
     bars.sort(key=lambda b: b.open_ms)
@@ -394,7 +394,7 @@ def build_samples(s: _Series, *, window: int = WINDOW, horizon: int = HORIZON,
     return out, flat
 
 
-def _spans_gap(bars: Sequence[PriceBar], first: int, last: int) -> bool:
+def _spans_gap(bars: Sequence[Candle], first: int, last: int) -> bool:
     """More than MAX_GAP_CANDLES missing between two neighbours of bars[first..last]?"""
     limit = (MAX_GAP_CANDLES + 1) * CANDLE_MS
     return any(bars[j + 1].open_ms - bars[j].open_ms > limit for j in range(first, last))

@@ -29,7 +29,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -37,20 +36,10 @@ from pydantic import BaseModel, ConfigDict
 CANDLE_MS = 300_000
 
 
-class Bar(Protocol):
-    """Anything with OHLC(V) attributes (the hub's `Candle`, the feed's klines)."""
-
-    open_ms: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
-
-
 @dataclass(frozen=True, slots=True)
-class PriceBar:
-    """A concrete `Bar`: a closed candle as the signal engine, the trainer and tests build it."""
+class Candle:
+    """A closed 5-minute candle: the one candle type of the system (the hub and the monitor's
+    results, the signal engine, the trainer and the features all use it)."""
 
     open_ms: int
     open: Decimal
@@ -90,7 +79,7 @@ TRENDING_UP, TRENDING_DOWN, RANGING, VOLATILE = "TRENDING_UP", "TRENDING_DOWN", 
 REGIMES = (TRENDING_UP, TRENDING_DOWN, RANGING, VOLATILE)
 
 
-def compute_features(candles: Sequence[Bar]) -> MarketFeatures | None:
+def compute_features(candles: Sequence[Candle]) -> MarketFeatures | None:
     """Features at the last candle of `candles` (oldest first); None with too few candles
     (fewer than MIN_CANDLES = 20). See the module docstring for the definitions."""
     if len(candles) < MIN_CANDLES:
@@ -126,7 +115,7 @@ def regime(trend_strength: float, direction: int, volatility_factor: float) -> s
     return RANGING
 
 
-def atr(candles: Sequence[Bar]) -> float:
+def atr(candles: Sequence[Candle]) -> float:
     """Wilder's ATR(14) of the true ranges (each against the previous close)."""
     ranges = []
     for prev, cur in zip(candles, candles[1:]):

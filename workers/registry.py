@@ -1,8 +1,9 @@
 """Which workflows and activities each task queue serves, built from shared dependencies.
 
 One table for `qt worker`, the tests and the benchmarks, so they all run the same wiring.
-Heavy modules (ccxt, redis) are imported only by the queues that need them: a
-`trade-workflows` worker never loads an exchange client.
+Heavy modules (ccxt, redis) are imported only by the queues that need them, and only when a
+worker of that queue starts. A `trade-workflows` worker holds Redis and the market-data client
+for one reason: it runs the gates as a local activity, inside the trade's first workflow task.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Dependencies:
     policy: Any = None  # activities.schemas.policy.TradePolicy, pinned (tests, benchmarks)
     risk: Any = None  # activities.risk_settings.RiskSettings (None: from QT_RISK_*)
     hub: Any = None  # activities.price_hub.PriceHub
+    gates: Any = None  # activities.gates.GateActivities, built once per process (`_gates`)
     settings: WorkerSettings = field(default_factory=WorkerSettings)
     _closers: list = field(default_factory=list)
 
@@ -104,6 +106,21 @@ def workflows_for(queue: str) -> list[type]:
     return []
 
 
+def _gates(deps: Dependencies) -> Any:
+    """The process's one GateActivities (shared by the workflow and market queues' workers)."""
+    if deps.gates is None:
+        from activities.gates import GateActivities
+        from activities.market import MarketActivities
+        from activities.policy import PolicyActivities
+        from activities.risk_settings import RiskSettings
+        risk = deps.risk or RiskSettings()
+        policy = PolicyActivities(risk=risk, policy=deps.policy)
+        market = MarketActivities(deps.exchange_source())
+        deps.gates = GateActivities(deps.redis_client(), risk, deps.exchange_source(), policy=policy.policy,
+                                    features=market.features)
+    return deps.gates
+
+
 def activities_for(queue: str, deps: Dependencies) -> list:
     if queue == TRADE_EXECUTION:
         from activities.orders import OrderActivities
@@ -121,28 +138,23 @@ def activities_for(queue: str, deps: Dependencies) -> list:
         return [monitor.watch_position]
     if queue == TRADE_MARKET:
         from activities.feedback import FeedbackActivities
-        from activities.gates import GateActivities
-        from activities.market import MarketActivities
-        from activities.policy import PolicyActivities
-        from activities.risk_settings import RiskSettings
-        risk = deps.risk or RiskSettings()
-        policy = PolicyActivities(risk=risk, policy=deps.policy)
-        market = MarketActivities(deps.exchange_source())
-        gates = GateActivities(deps.redis_client(), risk, deps.exchange_source(), policy=policy.policy,
-                               features=market.features)
+        gates = _gates(deps)
         feedback = FeedbackActivities(deps.redis_client(), release_lock=gates.release_symbol_lock)
-        acts = [gates.run_gates, gates.release_symbol_lock, gates.set_safe_mode, gates.clear_safe_mode,
-                feedback.record_close]
-        return acts
+        return [gates.release_symbol_lock, gates.set_safe_mode, gates.clear_safe_mode, feedback.record_close]
     if queue == TRADE_WORKFLOWS:
-        return []
+        # The gates run as a LOCAL activity of the TradeWorkflow (workflows/activity_calls.py),
+        # inside the workflow task that starts the trade: no dispatch round trip before the
+        # entry, one history event. The workflow worker therefore holds Redis and the
+        # market-data client too (created on first use).
+        return [_gates(deps).run_gates]
     raise ValueError(f"unknown task queue {queue!r}")
 
 
 def worker_options(queue: str, settings: WorkerSettings) -> dict[str, Any]:
     """Concurrency and rate limits per queue (Worker keyword arguments)."""
     if queue == TRADE_WORKFLOWS:
-        return {"max_concurrent_workflow_tasks": settings.workflow_tasks}
+        # Its activities (the gates) run as local activities only: nothing polls for remote ones.
+        return {"max_concurrent_workflow_tasks": settings.workflow_tasks, "no_remote_activities": True}
     if queue == TRADE_EXECUTION:
         # On SIGTERM (`qt down`, a rolling deploy) an order in flight finishes rather than being
         # cut off (its retry would look it up anyway, but a clean finish keeps the gap short).

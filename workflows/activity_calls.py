@@ -1,10 +1,12 @@
 """How the TradeWorkflow calls each activity: queue, timeouts, retries, result type.
 
 Activities are called by NAME, not by function reference, so the workflow never imports the
-modules that implement them (ccxt, redis): the workflow sandbox stays light and a workflow-only
-worker never loads an exchange client. One table, so every retry policy is visible at once:
+modules that implement them (ccxt, redis): the workflow sandbox stays light. One table, so every
+retry policy is visible at once:
 
-- market / gates: short, a few attempts; the data is worth nothing minutes later (stale intent).
+- gates: a local activity in the trade's first workflow task, a few attempts; the data is worth
+  nothing minutes later (stale intent).
+- market: short, a few attempts.
 - orders: retried with backoff; safe because every placement looks its client id up first.
   Non-retryable exchange refusals (insufficient margin, -2021, bad symbol) come back at once.
 - closing and cancelling: retried without limit: a position must end flat, and the stop rests
@@ -23,7 +25,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
-from common.task_queues import TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR
+from common.task_queues import TRADE_EXECUTION, TRADE_MARKET, TRADE_MONITOR, TRADE_WORKFLOWS
 
 with workflow.unsafe.imports_passed_through():
     from activities.schemas.feedback import FeedbackResult
@@ -49,6 +51,13 @@ class Call:
     heartbeat_timeout: timedelta | None = None
     cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL
     extra: dict = field(default_factory=dict)
+    # A local activity: run by the workflow's own worker inside the workflow task (no task
+    # queue, no dispatch; one marker event in history). `task_queue` is then the workflow's.
+    local: bool = False
+
+    def local_options(self) -> dict[str, Any]:
+        return dict(result_type=self.result_type, start_to_close_timeout=self.start_to_close,
+                    retry_policy=self.retry, cancellation_type=self.cancellation_type)
 
     def options(self, **overrides: Any) -> dict[str, Any]:
         opts = dict(
@@ -74,7 +83,10 @@ _FEEDBACK = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficie
 
 _S = timedelta(seconds=1)
 
-RUN_GATES = Call("run_gates", TRADE_MARKET, GateReport, 30 * _S, _QUICK)
+# A local activity (see `Call.local`): the gates read Redis and the market (and take the symbol
+# lock, idempotent for this workflow id) within the trade's first workflow task. A worker that
+# dies meanwhile loses the task; the next worker runs the gates again.
+RUN_GATES = Call("run_gates", TRADE_WORKFLOWS, GateReport, 10 * _S, _QUICK, local=True)
 RELEASE_SYMBOL_LOCK = Call("release_symbol_lock", TRADE_MARKET, ReleaseLockResult, 10 * _S, _UNTIL_DONE)
 # After the gates themselves could not run (Redis down, say), the release is tried within the
 # same short budget: the trade ends REJECTED instead of waiting for Redis forever (the lock can

@@ -26,11 +26,11 @@ from decimal import Decimal
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.schemas.feedback import RecordPositionRequest
-    from activities.schemas.gates import GateRequest, GateVerdict
+    from activities.schemas.gates import GateReport, GateRequest, GateVerdict
     from activities.schemas.policy import TradePolicy
     from trading.client_ids import run_tag
     from trading.intent import IntentError, TradeIntent, parse_stream_fields
@@ -72,8 +72,9 @@ def _refused(message: str) -> ApplicationError:
 
 @workflow.defn(name="TradeWorkflow")
 class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
-    """The nine stages, in order, in `run` and `_start` below; the steps of each stage are the
-    mixins' methods (trade_entry, trade_monitoring, trade_orders, trade_close)."""
+    """The nine stages, in order, in `run` below; the steps of each stage are the mixins'
+    methods (trade_entry: 2-5, trade_monitoring: 6-7, trade_close: 8-9, trade_orders: the order
+    mechanics they share)."""
 
     @workflow.init
     def __init__(self, intent: dict[str, Any], carried: TradeState | None = None,
@@ -118,64 +119,50 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
                 self._announce()
                 self.state.gates = [GateVerdict(name="stale_intent", passed=False, detail=stale.detail)]
                 return await self._reject(f"stale_intent: {stale.detail}")
-            if not self._carried:
-                await self._start()
-            if not self.state.status.is_final:
+            st = self.state
+            if not self._carried:  # (a run continued as new resumes at stage 6)
+                report = await self._gates()                                     # 1. gates
+                if (report is not None and await self._size(report)             # 2-3. sizing, levels
+                        and await self._enter()):                                # 4. entry
+                    await self._protect()                                        # 5. protection
+            if not st.status.is_final:
+                # 6-7. monitoring and harvest, until an exit decision (or the operator) closes
+                # the trade: 8. close and 9. feedback then run from `_close` (trade_close.py).
                 await self._manage_until_closed()
             return self._result()
         except asyncio.CancelledError:
             # Workflow cancellation = operator kill: flatten, cancel protection, end as KILLED.
             return await self._kill()
 
-    async def _start(self) -> None:
-        """Stages 1-5: gates, sizing, adaptive levels, entry, protection."""
+    async def _gates(self) -> GateReport | None:
+        """Stage 1: every verdict in one local activity; the symbol lock is taken only if all
+        pass. The report also carries the trade's policy, the entry features (kill score) and the
+        entry plan: every extra activity would cost the history events. None: REJECTED."""
         intent, st = self.intent, self.state
         # Client order ids carry a tag of the first run id: another trade reusing this workflow id
         # can never take this one's orders for its own (and the gates refuse a reused id).
         first_run_id = workflow.info().first_execution_run_id
         st.order_tag = run_tag(first_run_id)
         self._announce()
-
-        # 1. Gates: every verdict in one activity; the symbol lock is taken only if all pass.
-        # The report also carries the trade's policy and the entry features (kill score): every
-        # extra activity would cost the history ~6 events.
         try:
             report = await self._call(calls.RUN_GATES, GateRequest(
-                workflow_id=st.workflow_id, intent=intent,
-                first_run_id=first_run_id))
-        except ActivityError as err:
+                workflow_id=st.workflow_id, intent=intent, first_run_id=first_run_id))
+        except FailureError as err:  # (a local activity's failure may come unwrapped, no ActivityError)
             why = f"gates could not run: {failure_of(err)[1]}"
             try:  # a lost attempt may have taken the lock; tried within a short budget
                 await self._release_lock(cooldown=False, quick=True)
             except ActivityError as release_err:
                 why += f"; the symbol lock could not be released either: {failure_of(release_err)[1]}"
-            return await self._reject(why)
+            await self._reject(why)
+            return None
         st.policy = report.policy or TradePolicy()
         st.features_at_entry = report.features
         st.gates = report.verdicts
         if not report.passed:
-            return await self._reject(report.rejection_reason or "rejected by the gates")
+            await self._reject(report.rejection_reason or "rejected by the gates")
+            return None
         st.lock_held = report.lock_acquired
-
-        # 2-3. Sizing and adaptive levels at today's price (re-based on the real fill later).
-        st.stage = Stage.SIZING
-        self._show()
-        if not await self._size(report):
-            return
-        if self._close_request is not None:
-            await self._release_lock(cooldown=False)
-            return await self._reject(f"closed by the operator before the entry ({self._close_request.reason})")
-
-        # 4. Entry.
-        st.stage = Stage.ENTRY
-        await self._set_status(TradeStatus.OPENING, sa.LEVERAGE.value_set(float(st.leverage)))
-        if not await self._enter():
-            return
-
-        # 5. Protection: a reduce-only stop rests on the exchange before anything else happens.
-        st.stage = Stage.PROTECTION
-        self._show()
-        await self._protect()
+        return report
 
     def _announce(self) -> None:
         """The trade's search attributes (PENDING) and details, before its first decision."""

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     # sibling inside the sandbox for every workflow run instead of passing it through.
     from trading.market_time import utc_of_ms
     import workflows.activity_calls as calls
+    import common.search_attributes as sa
     from workflows.trade_state import Stage
     from workflows.trade_support import StopRefused, failure_of
 
@@ -35,7 +36,11 @@ with workflow.unsafe.imports_passed_through():
 
 class EntrySteps:
     async def _size(self, report: GateReport) -> bool:
+        """Stages 2-3: the size and the adaptive levels the gates planned at today's price
+        (re-based on the real fill by `_enter`); False: REJECTED."""
         st = self.state
+        st.stage = Stage.SIZING
+        self._show()
         st.rules = report.market_rules
         # The gates' plan (what they checked: trading/entry_plan.py) is what opens; never planned
         # again here.
@@ -54,10 +59,18 @@ class EntrySteps:
             return False
         st.leverage = sizing.leverage
         st.note(f"size {sizing.quantity} @ ~{report.price} ×{sizing.leverage} ({sizing.binding_cap} cap)")
+        if self._close_request is not None:
+            await self._release_lock(cooldown=False)
+            await self._reject(f"closed by the operator before the entry ({self._close_request.reason})")
+            return False
         return True
 
     async def _enter(self) -> bool:
+        """Stage 4: the entry order with its protective stop in one activity; False: the trade
+        ended (REJECTED late, or FAILED with nothing left open)."""
         intent, st = self.intent, self.state
+        st.stage = Stage.ENTRY
+        await self._set_status(TradeStatus.OPENING, sa.LEVERAGE.value_set(float(st.leverage)))
         request = PlaceOrderRequest(  # leverage (isolated) is set by the same activity, just before
             symbol=intent.symbol, side=intent.side, type=OrderType.MARKET, leverage=st.leverage,
             quantity=st.sizing.quantity, client_order_id=self._cid("entry"))
@@ -122,9 +135,11 @@ class EntrySteps:
         return False
 
     async def _protect(self) -> None:
-        """The stop rests before the trade is OPEN: usually placed by the entry activity (`sl-1`,
-        which also read the liquidation price); placed here when the entry came without it."""
+        """Stage 5: the stop rests before the trade is OPEN: usually placed by the entry activity
+        (`sl-1`, which also read the liquidation price); placed here when the entry came without it."""
         st = self.state
+        st.stage = Stage.PROTECTION
+        self._show()
         if self._stop_refused is not None:  # the entry activity's stop was refused on its merits
             stop = self._stop_refused
         elif st.stop_client_id is None:

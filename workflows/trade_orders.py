@@ -145,6 +145,8 @@ class OrderSteps:
         self.state.stale_stop_ids = []
 
     async def _call(self, call: calls.Call, *args: Any) -> Any:
+        if call.local:
+            return await workflow.execute_local_activity(call.name, *args, **call.local_options())
         return await workflow.execute_activity(call.name, *args, **call.options())
 
     async def _shielded(self, step: Coroutine) -> Any:

@@ -1,4 +1,4 @@
-"""Argument and result of `watch_position` (`activities/monitor.py`), and the candle it reports.
+"""Argument and result of `watch_position` (`activities/monitor.py`).
 
 One pydantic model each, so fields can be added without breaking running workflows; no ccxt.
 """
@@ -12,21 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trading.exits import DEFAULT_EXIT_POLICY, ExitDecision, ExitPolicy, ExitState, KillScore, KillScoreWeights
 from activities.schemas.feedback import RecordPositionRequest
-from trading.features import MarketFeatures
+from trading.features import Candle, MarketFeatures
 from trading.models import Side
-
-
-class Candle(BaseModel):
-    """A closed 5-minute candle, as the hub hands it to watchers and WatchEvent carries it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    open_ms: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
 
 
 class WatchKind(StrEnum):

@@ -18,7 +18,7 @@ from trading.features import (
     TRENDING_DOWN,
     TRENDING_UP,
     VOLATILE,
-    PriceBar,
+    Candle,
     compute_features,
     efficiency_ratio,
     ema,
@@ -29,7 +29,7 @@ D = Decimal
 FIVE_MIN = 300_000
 
 
-Bar = PriceBar  # any object with these attributes will do (`trading.features.Bar` is a Protocol)
+Bar = Candle
 
 
 def bars(closes, spread="0.001", volume="1") -> list[Bar]:

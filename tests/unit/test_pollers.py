@@ -22,7 +22,7 @@ from qt.pollers import (
     worker_identity,
 )
 from common.task_queues import QUEUES
-from workers.registry import Dependencies, activities_for, workflows_for
+from workers.registry import Dependencies, WorkerSettings, activities_for, worker_options, workflows_for
 
 
 def test_task_types_follow_the_registry():
@@ -33,7 +33,9 @@ def test_task_types_follow_the_registry():
     for queue in QUEUES:
         types = QUEUE_TASK_TYPES[queue]
         assert bool(workflows_for(queue)) == (WORKFLOW in types), queue
-        assert bool(activities_for(queue, deps)) == (ACTIVITY in types), queue
+        polls_activities = bool(activities_for(queue, deps)) and not worker_options(
+            queue, WorkerSettings()).get("no_remote_activities")  # (local activities are not polled)
+        assert polls_activities == (ACTIVITY in types), queue
 
 
 def test_a_poller_is_alive_while_its_process_runs_and_it_polls():

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trading.features import REGIMES, TREND_MIN, TRENDING_DOWN, TRENDING_UP, MarketFeatures, PriceBar, compute_features
+from trading.features import REGIMES, TREND_MIN, TRENDING_DOWN, TRENDING_UP, MarketFeatures, Candle, compute_features
 from trading.intent import parse_stream_fields, to_stream_fields, workflow_id_for
 from trading.models import Side
 from trading.signal_rules import (
@@ -126,7 +126,7 @@ def test_fallback_confidence_in_unit_interval_and_side_follows_the_trend(feature
 def test_on_real_feature_output_the_side_matches_the_price_direction(closes):
     bars, prev = [], closes[0]
     for i, close in enumerate(closes):
-        bars.append(PriceBar(OPEN_MS + i * 300_000, prev, max(prev, close), min(prev, close), close, D(1)))
+        bars.append(Candle(OPEN_MS + i * 300_000, prev, max(prev, close), min(prev, close), close, D(1)))
         prev = close
     features = compute_features(bars)
     assert all(math.isfinite(v) for v in feature_vector(features).values())

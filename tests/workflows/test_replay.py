@@ -48,7 +48,7 @@ async def test_a_history_the_code_would_not_produce_fails_the_replay():
     history = json.loads((ROOT / "exit_sl.json").read_text())
     first = next(e["activityTaskScheduledEventAttributes"] for e in history["events"]
                  if "activityTaskScheduledEventAttributes" in e)
-    assert first["activityType"]["name"] == "run_gates"
+    assert first["activityType"]["name"] == "open_position"
     first["activityType"]["name"] = "some_other_activity"
     tampered = json.dumps(history)
     replayer = Replayer(workflows=[TradeWorkflow], data_converter=pydantic_data_converter)
