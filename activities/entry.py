@@ -36,6 +36,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeats import Heartbeats
 from activities.orders import OrderActivities
 from activities.schemas.orders import (
     LATE_ENTRY_REFUSED, WOULD_TRIGGER_IMMEDIATELY, OrderResult, OrderType, PlaceOrderRequest,
@@ -54,34 +55,6 @@ ENTRY_ATTEMPT_EXPIRED = "entry_attempt_expired"  # retryable: the next attempt s
 _FILL_CHECKS, _FILL_CHECK_S = 4, 0.25  # a market entry not yet reported filled: ask again
 
 
-class _Heartbeats:
-    """Heartbeat every `interval_s` while the block runs (the SDK throttles what it sends), so
-    Temporal notices a dead worker after the call's short heartbeat timeout."""
-
-    def __init__(self, interval_s: float = 0.5) -> None:
-        self.interval_s = interval_s
-        self.details: dict[str, Any] = {"phase": "started", "at_ms": _now_ms()}
-        self._task: asyncio.Task | None = None
-
-    def phase(self, name: str) -> None:
-        self.details = {"phase": name, "at_ms": _now_ms()}
-        activity.heartbeat(self.details)
-
-    async def _beat(self) -> None:
-        while True:
-            activity.heartbeat(self.details)
-            await asyncio.sleep(self.interval_s)
-
-    async def __aenter__(self) -> _Heartbeats:
-        self._task = asyncio.create_task(self._beat())
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -98,7 +71,7 @@ class EntryActivities:
                                    type="bad_request", non_retryable=True)
         info = activity.info()
         started_ms = int(info.started_time.timestamp() * 1000)
-        async with _Heartbeats() as beats:
+        async with Heartbeats() as beats:
             exchange, unified, symbol_id = await self._orders.client(request.symbol)
             entry = await self._orders.lookup(exchange, unified, symbol_id, request.client_order_id, False)
             if entry is None:

@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from exchange.client import ExchangeHolder, ExchangeSource, shared_order_exchange
 from exchange.errors import FailureKind, classify_exchange_error
+from activities.heartbeats import Heartbeats
 from activities.market import resolve_symbol, to_decimal
 from activities.schemas.orders import (  # noqa: F401 (re-exported for callers of this module)
     WOULD_TRIGGER_IMMEDIATELY, CancelResult, ClosePositionRequest, ClosePositionResult, Fill,
@@ -200,6 +201,14 @@ class OrderActivities:
 
     @activity.defn(name="close_position")
     async def close_position(self, request: ClosePositionRequest) -> ClosePositionResult:
+        # Heartbeats: with the cancels and the fills in the same attempt, a busy order throttle
+        # can make it long (mass closes); a dead worker is still noticed within seconds. A
+        # second attempt meeting one still in flight cannot over-close: both are reduce-only
+        # and each reads the position first.
+        async with Heartbeats():
+            return await self._close_position(request)
+
+    async def _close_position(self, request: ClosePositionRequest) -> ClosePositionResult:
         exchange, unified, symbol_id = await self._client(request.symbol)
         cid = request.client_order_id
         # A retry after the close went through finds the order and must not look for more.

@@ -112,7 +112,10 @@ OPEN_POSITION = Call("open_position", TRADE_EXECUTION, OrderResult, 30 * _S, _OR
 AMEND_POSITION = Call("amend_position", TRADE_EXECUTION, AmendResult, 30 * _S, _UNTIL_DONE)
 GET_ORDER = Call("get_order", TRADE_EXECUTION, OrderResult | None, _ORDER_TIMEOUT, _ORDER)
 CANCEL_ORDER = Call("cancel_order", TRADE_EXECUTION, CancelResult, _ORDER_TIMEOUT, _UNTIL_DONE)
-CLOSE_POSITION = Call("close_position", TRADE_EXECUTION, ClosePositionResult, 20 * _S, _UNTIL_DONE)
+# Heartbeating: the close, the stops' cancels and the fills share the order throttle (long on
+# mass closes), and a dead worker is noticed after 5 s.
+CLOSE_POSITION = Call("close_position", TRADE_EXECUTION, ClosePositionResult, 120 * _S, _UNTIL_DONE,
+                      heartbeat_timeout=5 * _S)
 GET_POSITION = Call("get_position", TRADE_EXECUTION, PositionResult, _ORDER_TIMEOUT, _ORDER)
 GET_FILLS = Call("get_fills", TRADE_EXECUTION, FillsResult, 30 * _S, _UNTIL_DONE)
 
