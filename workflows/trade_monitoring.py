@@ -50,7 +50,6 @@ class MonitoringSteps:
         monitor = self.state.policy.monitor
         self._interrupt = False
         request = self._watch_request()
-        self._unpublished = None  # the session publishes it (again, if it was interrupted)
         self._watch = workflow.start_activity(
             calls.WATCH_POSITION.name, request,
             **calls.WATCH_POSITION.options(
@@ -60,12 +59,12 @@ class MonitoringSteps:
         await workflow.wait_condition(lambda: handle.done() or self._interrupt)
         if not handle.done():
             abandon(handle)  # ABANDON: read-only, the session ends at its next heartbeat
-            self._unpublished = self._unpublished or request.publish  # idempotent: publish again
-            return None
+            return None  # (the position record is handed to the next session again: idempotent)
         try:
-            return handle.result()
+            event = handle.result()
+            self._unpublished = None  # the session published it as it started
+            return event
         except ActivityError as err:
-            self._unpublished = self._unpublished or request.publish
             self.state.note(f"monitor session failed: {failure_of(err)[1]}")
             await workflow.sleep(timedelta(seconds=5))
             return None
