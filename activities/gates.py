@@ -37,7 +37,7 @@ from common.redis_keys import (COOLDOWN_KEY, FIRST_RUN_KEY, GATE_REJECTIONS_KEY,
                                SAFE_MODE_KEY, latest_price_key)
 from trading.entry_checks import EntryGuard, deviation_problem, price_deviation_pct
 from trading.intent import TradeIntent, intent_age_s, is_from_future, is_stale
-from trading.entry_plan import EntryPlan, plan_entry
+from trading.entry_plan import EntryPlan, plan_adoption, plan_entry
 from trading.levels import LevelsError
 
 FIRST_RUN_TTL_S = 90 * 86_400
@@ -394,6 +394,8 @@ class GateActivities:
 
     @activity.defn(name="run_gates")
     async def run_gates(self, request: GateRequest) -> GateReport:
+        if request.adopt is not None:
+            return await self._adoption_gates(request)
         symbol = request.intent.symbol
         snap = await self._read_redis(request)
         if request.now_ms is None:
@@ -433,6 +435,40 @@ class GateActivities:
             policy=self._policy, features=features, entry_guard=None if failed else guard,
             plan=None if failed else snap.plan,
         )
+
+    async def _adoption_gates(self, request: GateRequest) -> GateReport:
+        """An orphan position reconcile hands over: the symbol lock is the one gate (nobody else
+        may manage the symbol); the levels are planned at the position's entry price with the
+        trade's policy. Safe mode, the kill switch and the risk limits do not apply: the position
+        exists already, and protecting it is what they are for."""
+        intent, adopt = request.intent, request.adopt
+        snap = await self._read_redis(request)
+        await self._market_clock(snap)
+        await self._read_exchange(intent.symbol, snap)
+        policy = self._policy or TradePolicy()
+        plan, verdicts = None, []
+        if snap.rules is None:
+            verdicts.append(GateVerdict(name="market", passed=False,
+                                        detail=f"market {intent.symbol} does not exist on the exchange"))
+        else:
+            try:
+                plan = plan_adoption(intent, quantity=adopt.quantity, leverage=adopt.leverage or intent.leverage,
+                                     tick_size=snap.rules.tick_size, levels=policy.levels)
+                verdicts.append(GateVerdict(name="market", passed=True,
+                                            detail=f"adopting {adopt.quantity} @ {adopt.entry_price}, "
+                                                   f"stop {plan.levels.stop_loss}"))
+            except (LevelsError, ValueError) as err:
+                verdicts.append(GateVerdict(name="market", passed=False, detail=f"no levels: {err}"))
+        lock, acquired = await self._lock_verdict(request, snap.lock_owner, take=plan is not None)
+        verdicts.append(lock)
+        failed = [v for v in verdicts if not v.passed]
+        return GateReport(
+            passed=not failed, verdicts=verdicts,
+            rejection_reason=f"{failed[0].name}: {failed[0].detail}" if failed else None,
+            lock_acquired=acquired and not failed, market_rules=snap.rules, price=snap.price,
+            price_time_ms=snap.price_time_ms, equity=snap.equity, free_margin=snap.free_margin,
+            policy=self._policy, features=await self._features_of(intent.symbol) if not failed else None,
+            plan=None if failed else plan)
 
     async def _count_rejection(self, gate: str) -> None:
         """Counted per refusing gate (at least once: a retried activity may count twice)."""

@@ -77,6 +77,10 @@ class OrderActivities:
             raise to_application_error(exc) from exc
         return _order_result(order, symbol_id, conditional=conditional, existed=True)
 
+    async def exchange(self) -> Any:
+        """The order client itself, markets loaded (reconciliation reads the whole account)."""
+        return await self._holder.exchange()
+
     # The entry activity (activities/entry.py) builds on these.
     client = _client
     lookup = _lookup

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
-from api.routers import account, health, intents, page, safety, trades
+from api.routers import account, health, intents, page, reconcile, safety, trades
 from api.security import load_or_create_token
 from api.services import Injected, lifespan_for
 from common.settings import StackSettings
@@ -36,6 +36,6 @@ def create_app(settings: StackSettings | None = None, injected: Injected | None 
                                    swagger_css_url="/static/swagger-ui/swagger-ui.css",
                                    swagger_favicon_url="/static/swagger-ui/favicon-32x32.png")
 
-    for module in (health, intents, trades, safety, account, page):
+    for module in (health, intents, trades, safety, reconcile, account, page):
         app.include_router(module.router)
     return app

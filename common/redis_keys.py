@@ -67,3 +67,9 @@ NOTIFY_SAFETY_KEY = "quantum:notify:safety"
 
 def latest_price_key(symbol: str) -> str:
     return LATEST_PRICE_KEY.format(symbol=symbol)
+
+# Reconciliation (activities/reconcile.py): one entry per run and per finding, the last report
+# (JSON: the API, `qt reconcile`, Prometheus) and the marker that makes a retried publish a no-op.
+RECONCILE_EVENTS_STREAM = "quantum:stream:reconcile.events"
+RECONCILE_LAST_REPORT_KEY = "quantum:reconcile:last_report"
+RECONCILE_PUBLISHED_KEY = "quantum:reconcile:published:{run_id}"

@@ -193,6 +193,8 @@ def create_exchange(
             "fetchCurrencies": False,  # spot/sapi endpoints: not part of USD-M futures
             "recvWindow": settings.recv_window_ms,
             "defaultType": "swap",
+            # Reconciliation lists every symbol's open orders in one call (weight 40) on purpose.
+            "warnOnFetchOpenOrdersWithoutSymbol": False,
         },
     }
     if settings.mode == "paper":

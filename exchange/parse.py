@@ -176,3 +176,10 @@ def funding_rates_of(rates: Mapping[str, Mapping], symbols: Collection[str] | No
         next_ms = info.get("nextFundingTime") or rate.get("fundingTimestamp")
         out.append(FundingRate(symbol=symbol, rate=value, next_funding_ms=int(next_ms) if next_ms else None))
     return out
+
+
+def open_orders_of(raws: Iterable[Mapping], *, conditional: bool) -> list[ExchangeOrder]:
+    """ccxt's `fetch_open_orders` answer for every symbol (no symbol given) → typed orders,
+    each with its own exchange symbol id."""
+    return [order_of(raw, str(_info(raw).get("symbol") or raw.get("symbol")), conditional=conditional)
+            for raw in raws]

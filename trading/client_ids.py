@@ -61,3 +61,41 @@ def client_order_id(workflow_id: str, step: str, tag: str = "") -> str:
     short = f"{prefix}-{digest}-{step}" if prefix else f"{digest}-{step}"
     assert is_valid_client_order_id(short), short
     return short
+
+
+# -- whose order is it? (reconciliation) ---------------------------------------------------------
+
+_LONG_FORM = re.compile(r"^(?P<workflow>.+)\.(?P<tag>[0-9a-f]{6})-(?P<step>[a-z0-9][a-z0-9-]{0,15})$")
+_SHORT_FORM = re.compile(r"^(?:.*-)?(?P<digest>[0-9a-f]{12})-(?P<step>[a-z0-9][a-z0-9-]{0,15})$")
+
+
+def owner_key(workflow_id: str, tag: str) -> str:
+    """The key every client id of one trade (workflow id + run tag) maps back to."""
+    return hashlib.sha256(f"{workflow_id}.{tag}".encode()).hexdigest()[:12]
+
+
+def owner_key_of(client_id: str) -> str | None:
+    """The `owner_key` of a client id this system made (`client_order_id` with a run tag, in
+    either form), or None for any other id: another bot's orders, a manual order, ids of the
+    old untagged form. Several bots may share one account, so None means "never touch".
+
+    The step may contain dashes (`sl-2`), so a split is ambiguous; every split whose step
+    is valid is tried, the long form first (its `.tag-` cannot occur in a short form, which
+    has only [a-z0-9-] after the prefix)."""
+    if not is_valid_client_order_id(client_id):
+        return None
+    for cut in range(len(client_id) - 1, 0, -1):
+        if client_id[cut] != "-":
+            continue
+        head, step = client_id[:cut], client_id[cut + 1:]
+        if not _STEP.fullmatch(step):
+            continue
+        long_form = _LONG_FORM.fullmatch(f"{head}-{step}")
+        if long_form and _UNSAFE.sub("_", long_form["workflow"]) == long_form["workflow"]:
+            key = owner_key(long_form["workflow"], long_form["tag"])
+            if client_order_id(long_form["workflow"], step, long_form["tag"]) == client_id:
+                return key
+        short_form = _SHORT_FORM.fullmatch(f"{head}-{step}")
+        if short_form:
+            return short_form["digest"]
+    return None

@@ -38,3 +38,18 @@ def plan_entry(intent: TradeIntent, price: Decimal, *, tick_size: Decimal, marke
         equity=equity, free_margin=free_margin, intent_size_usd=intent.position_size_usd,
         intent_leverage=leverage if leverage is not None else intent.leverage, market=market, policy=sizing)
     return EntryPlan(price=price, levels=planned, sizing=size)
+
+
+def plan_adoption(intent: TradeIntent, *, quantity: Decimal, leverage: int, tick_size: Decimal,
+                  levels: LevelPolicy) -> EntryPlan:
+    """The plan of a position found on the exchange (reconcile's adopt): the levels the policy
+    gives at its entry price (`intent.entry_price`), and its real size (nothing is sized: the
+    position exists). Raises `LevelsError` / `ValueError` like `plan_entry`."""
+    price = intent.entry_price
+    planned = levels_for_intent(intent, tick_size=tick_size, entry_price=price, policy=levels)
+    notional = quantity * price
+    loss = abs(price - planned.stop_loss) * quantity
+    size = SizingResult(quantity=quantity, notional=notional, margin=notional / max(1, leverage), leverage=leverage,
+                        risk_budget=loss, loss_at_stop=loss, binding_cap="adopted",
+                        cap_quantities={"adopted": quantity})
+    return EntryPlan(price=price, levels=planned, sizing=size)

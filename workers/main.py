@@ -20,13 +20,15 @@ from temporalio.worker import Worker
 
 from common.settings import StackSettings
 from common.temporal import connect, ensure_search_attributes
-from common.task_queues import ALL, QUEUES
+from common.task_queues import ALL, QUEUES, TRADE_WORKFLOWS
 from workers.registry import Dependencies, activities_for, worker_options, workflows_for
 
 log = logging.getLogger("qt.worker")
 
 
 def build_workers(client: Client, queues: list[str], deps: Dependencies) -> list[Worker]:
+    if deps.temporal is None:
+        deps.temporal = client
     workers = []
     for name in queues:
         workflows, activities = workflows_for(name), activities_for(name, deps)
@@ -50,6 +52,21 @@ async def running(workers: list[Worker]) -> AsyncIterator[list[Worker]]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def _keep_reconcile_schedule(client: Client) -> None:
+    """Create or update the reconcile Schedule and run it once now (a worker that starts after
+    a crash reconciles first). A failure is logged, never a reason not to serve trades."""
+    from common.reconcile_settings import ReconcileSettings
+    from workflows.reconcile_schedule import ensure_reconcile_schedule
+    settings = ReconcileSettings()
+    if not settings.schedule:
+        return
+    try:
+        await ensure_reconcile_schedule(client, settings, run_now=True)
+        log.info("reconcile schedule every %gs (orphans: %s), triggered once", settings.interval_s, settings.orphans)
+    except Exception as exc:  # noqa: BLE001
+        log.error("reconcile schedule not kept: %s", exc)
+
+
 async def run_worker(queue: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     names = list(QUEUES) if queue == ALL else [queue]
@@ -68,6 +85,8 @@ async def run_worker(queue: str) -> int:
         loop.add_signal_handler(sig, stop.set)
     log.info("polling %s", ", ".join(w.task_queue for w in workers))
     async with running(workers):
+        if TRADE_WORKFLOWS in names:
+            await _keep_reconcile_schedule(client)
         await stop.wait()
         log.info("shutting down (activities in flight get their graceful timeout)")
     await deps.close()

@@ -52,6 +52,7 @@ class Dependencies:
     risk: Any = None  # activities.risk_settings.RiskSettings (None: from QT_RISK_*)
     hub: Any = None  # activities.price_hub.PriceHub
     gates: Any = None  # activities.gates.GateActivities, built once per process (`_gates`)
+    temporal: Any = None  # temporalio.client.Client (reconcile reads visibility); set by build_workers
     settings: WorkerSettings = field(default_factory=WorkerSettings)
     _closers: list = field(default_factory=list)
 
@@ -101,8 +102,9 @@ class Dependencies:
 
 def workflows_for(queue: str) -> list[type]:
     if queue == TRADE_WORKFLOWS:
+        from workflows.reconcile import ReconcileWorkflow
         from workflows.trade import TradeWorkflow
-        return [TradeWorkflow]
+        return [TradeWorkflow, ReconcileWorkflow]
     return []
 
 
@@ -126,10 +128,16 @@ def activities_for(queue: str, deps: Dependencies) -> list:
         from activities.orders import OrderActivities
         from activities.entry import EntryActivities
         from activities.amend import AmendActivities
+        from activities.reconcile import ReconcileActivities
         orders = OrderActivities(deps.order_exchange_source())
         entry, amend = EntryActivities(orders), AmendActivities(orders)
+        # Reconciliation reads the account with the order client (signed calls, its throttle)
+        # and visibility with the worker's Temporal client.
+        reconcile = ReconcileActivities(orders, deps.redis_client(), deps.temporal,
+                                        _gates(deps).release_symbol_lock)
         return [orders.place_order, entry.open_position, amend.amend_position, orders.get_order,
-                orders.cancel_order, orders.close_position, orders.get_position, orders.get_fills]
+                orders.cancel_order, orders.close_position, orders.get_position, orders.get_fills,
+                reconcile.reconcile_snapshot, reconcile.reconcile_act, reconcile.publish_reconcile_report]
     if queue == TRADE_MONITOR:
         from activities.feedback import FeedbackActivities
         from activities.monitor import MonitorActivities

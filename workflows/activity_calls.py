@@ -31,6 +31,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.schemas.feedback import FeedbackResult
     from activities.schemas.gates import GateReport, ReleaseLockResult
     from activities.schemas.monitor import WatchEvent
+    from activities.schemas.reconcile import ActionOutcome
+    from trading.reconcile import AccountSnapshot
     from activities.schemas.orders import (
         AmendResult,
         CancelResult,
@@ -129,3 +131,11 @@ WATCH_POSITION = Call(
     heartbeat_timeout=timedelta(seconds=20),
     cancellation_type=ActivityCancellationType.TRY_CANCEL,
 )
+
+# Reconciliation (workflows/reconcile.py), on the execution queue with the order client. The
+# snapshot reports what it could not read instead of failing (the run then changes nothing): its
+# retries are for a worker lost mid-read. Each action is safe to repeat.
+RECONCILE_SNAPSHOT = Call("reconcile_snapshot", TRADE_EXECUTION, AccountSnapshot, 60 * _S, _QUICK)
+RECONCILE_ACT = Call("reconcile_act", TRADE_EXECUTION, list[ActionOutcome], 300 * _S, _QUICK,
+                     heartbeat_timeout=30 * _S)
+PUBLISH_RECONCILE_REPORT = Call("publish_reconcile_report", TRADE_EXECUTION, int, 10 * _S, _FEEDBACK)

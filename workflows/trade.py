@@ -30,7 +30,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.schemas.feedback import RecordPositionRequest
-    from activities.schemas.gates import GateReport, GateRequest, GateVerdict
+    from activities.schemas.gates import AdoptPosition, GateReport, GateRequest, GateVerdict
     from activities.schemas.policy import TradePolicy
     from trading.client_ids import run_tag
     from trading.intent import IntentError, TradeIntent, parse_stream_fields
@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         AdjustLevelsRequest,
         AdjustLevelsResult,
         CloseRequest,
+        ReconcileNotice,
         Stage,
         StaleAtIntake,
         TradeResult,
@@ -78,7 +79,7 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
 
     @workflow.init
     def __init__(self, intent: dict[str, Any], carried: TradeState | None = None,
-                 stale: StaleAtIntake | None = None) -> None:
+                 stale: StaleAtIntake | None = None, adopt: AdoptPosition | None = None) -> None:
         self._raw_intent = intent
         self.intent: TradeIntent | None = None
         self._invalid: str | None = None
@@ -93,6 +94,8 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
         carried, self._stale = _typed(TradeState, carried), _typed(StaleAtIntake, stale)
         self._carried = carried is not None
         self.state = carried or TradeState(workflow_id=workflow.info().workflow_id)
+        if not self._carried and adopt is not None:  # reconcile hands over an orphan position
+            self.state.adopted = _typed(AdoptPosition, adopt)
         self._close_request: CloseRequest | None = None
         self._adjust_request: AdjustLevelsRequest | None = None
         self._adjust_outcome: AdjustLevelsResult | str | None = None
@@ -104,12 +107,13 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
         self._in_flight: list[asyncio.Task] = []  # shielded order steps
         # The position record the next monitor session publishes (`_record_position`).
         self._unpublished: RecordPositionRequest | None = None
+        self._notices: list[ReconcileNotice] = []  # from reconcile runs, handled between sessions
 
     # ============================================================================ the lifecycle
 
     @workflow.run
     async def run(self, intent: dict[str, Any], carried: TradeState | None = None,
-                  stale: StaleAtIntake | None = None) -> TradeResult:
+                  stale: StaleAtIntake | None = None, adopt: AdoptPosition | None = None) -> TradeResult:
         try:
             if self.intent is None:
                 return await self._reject(f"invalid intent: {self._invalid}")
@@ -120,7 +124,13 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
                 self.state.gates = [GateVerdict(name="stale_intent", passed=False, detail=stale.detail)]
                 return await self._reject(f"stale_intent: {stale.detail}")
             st = self.state
-            if not self._carried:  # (a run continued as new resumes at stage 6)
+            if not self._carried and st.adopted is not None:
+                # An orphan position reconcile found: the gates take the lock and plan its levels,
+                # the position is taken as it is (no entry order), then protected and managed.
+                report = await self._gates()                                     # 1. gates
+                if report is not None and await self._take_over(report):        # 2-4. as found
+                    await self._protect()                                        # 5. protection
+            elif not self._carried:  # (a run continued as new resumes at stage 6)
                 report = await self._gates()                                     # 1. gates
                 if (report is not None and await self._size(report)             # 2-3. sizing, levels
                         and await self._enter()):                                # 4. entry
@@ -146,7 +156,7 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
         self._announce()
         try:
             report = await self._call(calls.RUN_GATES, GateRequest(
-                workflow_id=st.workflow_id, intent=intent, first_run_id=first_run_id))
+                workflow_id=st.workflow_id, intent=intent, first_run_id=first_run_id, adopt=st.adopted))
         except FailureError as err:  # (a local activity's failure may come unwrapped, no ActivityError)
             why = f"gates could not run: {failure_of(err)[1]}"
             try:  # a lost attempt may have taken the lock; tried within a short budget
@@ -193,6 +203,9 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
             if self._partial_request is not None:
                 await self._apply_partial_close()
                 continue
+            if self._notices:
+                await self._apply_notices()
+                continue
             if workflow.info().is_continue_as_new_suggested():
                 await self._continue_as_new()
             event = await self._watch_once()
@@ -217,6 +230,14 @@ class TradeWorkflow(EntrySteps, MonitoringSteps, OrderSteps, CloseSteps):
         if self.state.paused:
             self.state.paused, self._interrupt = False, True
             self.state.note("management resumed by the operator")
+
+    @workflow.signal(name="reconcile")
+    def reconcile(self, notice: ReconcileNotice) -> None:
+        """A reconcile run saw this trade's position vanish or change size, or its stop missing:
+        checked against the exchange and acted on between monitor sessions."""
+        if not self.state.status.is_final:
+            self._notices.append(_typed(ReconcileNotice, notice))
+            self._interrupt = True
 
     @workflow.update
     async def close(self, request: CloseRequest | None = None) -> TradeResult:

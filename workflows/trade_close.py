@@ -130,6 +130,10 @@ class CloseSteps:
                    for f in fills.fills if f.side == side.value]
         exits = [PnlFill(side=side.opposite, price=f.price, qty=f.quantity, fee=f.fee, at=utc_of_ms(f.time_ms))
                  for f in fills.fills if f.side != side.value]
+        adopted = self.state.adopted
+        if adopted is not None:  # no entry fill of ours: the exchange's entry price when adopted
+            entries = [PnlFill(side=side, price=adopted.entry_price, qty=adopted.quantity, fee=Decimal(0),
+                               at=utc_of_ms(self.state.opened_at_ms))]
         if not entries:
             return None
         try:

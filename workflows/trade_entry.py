@@ -114,6 +114,28 @@ class EntrySteps:
             self._stop_refused = StopRefused(order.protective_stop_error, order.protective_stop_crossed)
         return True
 
+    async def _take_over(self, report: GateReport) -> bool:
+        """Stages 2-4 of an adopted position (reconcile found it with no workflow): the size and
+        price are the exchange's, the levels the gates planned at that entry price. Nothing is
+        sent; `_protect` places the stop next (or closes at market if the price is already
+        through it)."""
+        st, adopted = self.state, self.state.adopted
+        st.stage = Stage.ENTRY
+        st.rules, plan = report.market_rules, report.plan
+        if plan is None:
+            await self._release_lock(cooldown=False)
+            await self._reject("adopt: the gates passed without levels")
+            return False
+        st.planned_levels, st.sizing, st.leverage = plan.levels, plan.sizing, plan.sizing.leverage
+        await self._set_status(TradeStatus.OPENING, sa.LEVERAGE.value_set(float(st.leverage)))
+        st.entry_qty = st.open_qty = adopted.quantity
+        st.entry_price = adopted.entry_price
+        st.opened_at_ms = report.price_time_ms or self._now_ms()
+        st.last_price, st.last_price_ms = report.price or adopted.entry_price, st.opened_at_ms
+        st.exit = ExitState.start(plan.levels, opened_at=utc_of_ms(st.opened_at_ms))
+        st.note(f"adopted {adopted.quantity} @ {adopted.entry_price} (reconcile run {adopted.reconcile_run_id})")
+        return True
+
     async def _abort_entry(self, why: str) -> bool:
         """Entry failed: make sure nothing is open (an unknown outcome may have filled), FAILED."""
         st = self.state

@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.schemas.monitor import KillWatch, WatchEvent, WatchKind, WatchRequest
     from activities.schemas.orders import OrderRef, OrderType, PlaceOrderRequest, PositionRequest
     from trading.exits import ExitAction, ExitDecision
+    from trading.reconcile import FindingKind
     from trading.levels import stop_would_trigger
     from trading.levels import validate_manual_levels
     from trading.models import ExitReason, TradeStatus
@@ -28,6 +29,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.trade_state import AdjustLevelsRequest, AdjustLevelsResult
     from workflows.trade_support import StopRefused, abandon, failure_of
 
+
+
+# Versioning (workflow.patched): the stop re-sized when the exchange's position size changed.
+RESIZE_STOP_PATCH = "resize-stop-on-size-change"
 
 
 class MonitoringSteps:
@@ -162,6 +167,43 @@ class MonitoringSteps:
         elif size != st.open_qty:
             st.note(f"exchange position is {size}, expected {st.open_qty}: adopted")
             st.open_qty = size
+            if workflow.patched(RESIZE_STOP_PATCH) and st.exit is not None:
+                # The resting stop still has the old size: re-sized at the same price (new stop,
+                # then the old one cancelled), so all of the position stays protected.
+                await self._move_stop(st.exit.stop, st.exit.stop_kind)
+            self._record_position()
+
+    async def _apply_notices(self) -> None:
+        """What reconcile runs told (the `reconcile` signal), checked against the exchange here:
+        a notice is a reason to look, never a fact to act on blindly."""
+        st, notices = self.state, self._notices
+        self._notices = []
+        kinds = {n.kind for n in notices}
+        for notice in notices:
+            st.note(f"reconcile: {notice.kind.value}: {notice.detail}")
+        if st.status is not TradeStatus.OPEN:
+            return
+        if kinds & {FindingKind.VANISHED_POSITION, FindingKind.SIZE_MISMATCH}:
+            await self._exchange_changed()
+        if FindingKind.MISSING_STOP in kinds and st.status is TradeStatus.OPEN:
+            await self._rearm_stop()
+
+    async def _rearm_stop(self) -> None:
+        """The stop is not resting (cancelled behind our back, expired): look it up, and place it
+        again at the same price if it is gone; a stop that fired means the position changed."""
+        st = self.state
+        stop = None
+        if st.stop_client_id is not None:
+            stop = await self._call(calls.GET_ORDER, OrderRef(symbol=self.intent.symbol,
+                                                              client_order_id=st.stop_client_id, conditional=True))
+        if stop is not None and stop.is_open:
+            st.note(f"stop {st.stop_client_id} is resting after all: nothing to do")
+            return
+        if stop is not None and stop.status == "closed":  # it fired: the position is smaller or gone
+            await self._exchange_changed()
+            return
+        if await self._move_stop(st.exit.stop, st.exit.stop_kind):
+            st.note(f"stop re-armed at {st.exit.stop} ({st.stop_client_id})")
             self._record_position()
 
     async def _why_flat(self) -> ExitReason:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from activities.schemas.gates import GateVerdict
+from activities.schemas.gates import AdoptPosition, GateVerdict
 from activities.schemas.market import SymbolRules
 from activities.schemas.policy import TradePolicy
 from trading.entry_checks import EntryGuard
@@ -21,6 +21,7 @@ from trading.features import MarketFeatures
 from trading.levels import Levels
 from trading.models import ExitReason, TradeStatus
 from trading.pnl import TradePnl
+from trading.reconcile import FindingKind
 from trading.sizing import SizingResult
 
 MAX_NOTES = 30  # the state's event log keeps the newest notes only (it rides in every query)
@@ -78,6 +79,7 @@ class TradeState(BaseModel):
     stop_seq: int = 0  # the resting stop is `sl-{stop_seq}`
     stop_client_id: str | None = None
     stale_stop_ids: list[str] = Field(default_factory=list)  # replaced stops whose cancel failed
+    adopted: AdoptPosition | None = None  # taken over from reconcile: no entry order of ours
     close_seq: int = 0
     reduce_seq: int = 0  # partial closes by the operator: `reduce-{n}`
     last_price: Decimal | None = None
@@ -116,6 +118,15 @@ class StaleAtIntake(BaseModel):
     def detail(self) -> str:  # the stale_intent gate's words
         return (f"intent is stale: {self.age_s:.0f} s old at market time (max {self.max_age_s:g} s; "
                 "seen by the intake, from the market feed's clock)")
+
+
+class ReconcileNotice(BaseModel):
+    """The `reconcile` signal: what a reconcile run saw of this trade on the exchange. The
+    workflow does not take it on trust: it reads the exchange itself, then acts."""
+
+    kind: FindingKind  # VANISHED_POSITION, SIZE_MISMATCH or MISSING_STOP
+    detail: str
+    run_id: str  # the ReconcileWorkflow run that saw it
 
 
 class AdjustLevelsRequest(BaseModel):

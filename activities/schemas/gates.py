@@ -14,6 +14,17 @@ from trading.features import MarketFeatures
 from trading.intent import TradeIntent
 
 
+class AdoptPosition(BaseModel):
+    """A TradeWorkflow's 4th argument (and its gates') when it takes over an orphan position that
+    reconcile found: no entry is sent; the trade starts from the exchange's size and entry price."""
+
+    quantity: Decimal  # contracts, unsigned (the side is the intent's)
+    entry_price: Decimal
+    leverage: int | None = None
+    seen_at_ms: int  # when the reconcile run saw it (wall clock)
+    reconcile_run_id: str
+
+
 class GateRequest(BaseModel):
     workflow_id: str
     intent: TradeIntent
@@ -21,6 +32,9 @@ class GateRequest(BaseModel):
     # The trade's first run id (kept through continue-as-new): a later run started under the
     # same workflow id after this one traded is refused (`workflow_id_reuse`).
     first_run_id: str | None = None
+    # Reconcile hands an orphan position over (`AdoptPosition`): only the
+    # symbol lock is a gate then (the position exists; safe mode never blocks protecting it).
+    adopt: AdoptPosition | None = None
 
 
 class GateVerdict(BaseModel):

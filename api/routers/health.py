@@ -18,6 +18,7 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
+from api import reconcile_metrics
 from api.services import Services, services
 from signals_ingest.intake_status import read_intake_status
 from common.task_queues import QUEUES, TRADE_WORKFLOWS
@@ -89,5 +90,9 @@ async def health(svc: Services = Depends(services)) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics() -> Response:
+async def metrics(svc: Services = Depends(services)) -> Response:
+    try:  # the last reconcile report; never a reason for the scrape to fail
+        await asyncio.wait_for(reconcile_metrics.refresh(svc.redis), _TIMEOUT_S)
+    except Exception:  # noqa: BLE001 - Redis down: the gauges keep their last values
+        pass
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

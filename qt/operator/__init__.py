@@ -12,6 +12,7 @@
     qt safe-mode on --reason R [--ttl S] | off | status
     qt portfolio                                     positions on the exchange beside their trades
     qt performance                                   realized performance of the closed trades
+    qt reconcile [--last]                            exchange vs open trades vs Redis, fixed; the report
 
 Where: `QT_API_URL`, else `http://{QT_API_HOST}:{QT_API_PORT}`. Token: `QT_API_TOKEN`, else the
 token file the API uses (`{QT_DATA_DIR}/api_token`, `api/security.py`); read, never created.
@@ -26,6 +27,7 @@ from collections.abc import Callable
 import typer
 
 from qt.operator.account import performance_cmd, portfolio_cmd
+from qt.operator.reconcile import reconcile_cmd
 from qt.operator.safety import kill_switch_app, safe_mode_app
 from qt.operator.trades import (adjust_cmd, close_cmd, enter_cmd, kill_cmd, pause_cmd, resume_cmd, terminate_cmd,
                                trade_cmd, trades_cmd)
@@ -34,6 +36,7 @@ COMMANDS: list[tuple[str, Callable[..., None]]] = [
     ("trades", trades_cmd), ("trade", trade_cmd), ("enter", enter_cmd), ("close", close_cmd),
     ("adjust", adjust_cmd), ("pause", pause_cmd), ("resume", resume_cmd), ("kill", kill_cmd),
     ("terminate", terminate_cmd), ("portfolio", portfolio_cmd), ("performance", performance_cmd),
+    ("reconcile", reconcile_cmd),
 ]
 
 
