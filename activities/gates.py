@@ -22,8 +22,7 @@ from temporalio import activity
 from exchange.client import ExchangeHolder, ExchangeSource, shared_exchange
 from activities.market import rules_from_market
 from activities.schemas.gates import (  # noqa: F401 (re-exported)
-    ClearSafeModeRequest, GateReport, GateRequest, GateVerdict, ReleaseLockRequest, ReleaseLockResult,
-    SafeModeRequest, SafeModeState,
+    GateReport, GateRequest, GateVerdict, ReleaseLockRequest, ReleaseLockResult,
 )
 from activities.schemas.market import SymbolRules
 from activities.schemas.policy import TradePolicy
@@ -497,14 +496,3 @@ class GateActivities:
             request.workflow_id, ttl, "" if until is None else str(until))
         return ReleaseLockResult(released=bool(int(released)), owner=decoded(owner) or None,
                                  cooldown_s=max(0, request.cooldown_s))
-
-    @activity.defn(name="set_safe_mode")
-    async def set_safe_mode(self, request: SafeModeRequest) -> SafeModeState:
-        value = json.dumps({"reason": request.reason, "since_ms": int(time.time() * 1000)})
-        await self._redis.set(SAFE_MODE_KEY, value, ex=max(1, request.ttl_s))
-        return SafeModeState(active=True, reason=request.reason, ttl_s=request.ttl_s)
-
-    @activity.defn(name="clear_safe_mode")
-    async def clear_safe_mode(self, request: ClearSafeModeRequest) -> SafeModeState:
-        await self._redis.delete(SAFE_MODE_KEY)
-        return SafeModeState(active=False)

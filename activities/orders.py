@@ -19,6 +19,7 @@ from exchange.client import ExchangeHolder, ExchangeSource, shared_order_exchang
 from exchange.errors import FailureKind, classify_exchange_error
 from activities.heartbeats import Heartbeats
 from activities.market import resolve_symbol, to_decimal
+from activities.circuit_breaker import CircuitBreaker
 from activities.schemas.orders import (  # noqa: F401 (re-exported for callers of this module)
     WOULD_TRIGGER_IMMEDIATELY, CancelResult, ClosePositionRequest, ClosePositionResult, Fill,
     FillsRequest, FillsResult, FundingPayment, OrderRef, OrderResult, OrderType, PlaceOrderRequest,
@@ -56,8 +57,11 @@ def _application_error(exc: BaseException) -> ApplicationError:
 
 
 class OrderActivities:
-    def __init__(self, exchange: ExchangeSource = shared_order_exchange) -> None:
+    def __init__(self, exchange: ExchangeSource = shared_order_exchange, breaker: CircuitBreaker | None = None) -> None:
+        """`breaker`: counts failed order requests and sets safe mode when they pile up
+        (activities/circuit_breaker.py); None: nothing counted (tests of the mechanics)."""
         self._holder = ExchangeHolder(exchange)
+        self._breaker = breaker
 
     async def _client(self, symbol: str) -> tuple[Any, str, str]:
         exchange = await self._holder.exchange()
@@ -127,11 +131,15 @@ class OrderActivities:
                 float(exchange.amount_to_precision(unified, request.quantity)),
                 float(request.price) if request.price is not None else None, params)
         except Exception as exc:  # noqa: BLE001
-            if classify_exchange_error(exc).kind is FailureKind.DUPLICATE_CLIENT_ORDER_ID:
+            kind = classify_exchange_error(exc).kind
+            if kind is FailureKind.DUPLICATE_CLIENT_ORDER_ID:
                 found = await self._lookup(exchange, unified, symbol_id, cid, conditional)
                 if found is not None:
                     return found
-            raise _application_error(exc) from exc
+            error = _application_error(exc)
+            if self._breaker is not None:
+                await self._breaker.order_failed(kind, f"{request.type} {cid}: {error}")
+            raise error from exc
         activity.logger.info("placed %s %s %s cid=%s", request.type, request.side, symbol_id, cid)
         return _order_result(order, symbol_id, conditional=conditional, existed=False)
 

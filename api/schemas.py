@@ -116,6 +116,8 @@ class SafeModeView(BaseModel):
     active: bool
     reason: str | None = None
     set_by: str | None = None
+    # What set it: operator, kill_switch, or breaker:<group> (the circuit breaker)
+    origin: str | None = None
     since_ms: int | None = None
     ttl_s: int | None = None  # seconds left; None: no expiry
 

@@ -44,6 +44,10 @@ KILL_SWITCH_KEY = "quantum:safety:kill_switch"
 COOLDOWN_KEY = "quantum:cooldown:{symbol}"
 LOCK_KEY = "quantum:lock:symbol:{symbol}"
 FIRST_RUN_KEY = "quantum:trade:first_run:{workflow_id}"
+# The circuit breaker's recent order failures per group (sorted set, score = wall ms; see
+# activities/circuit_breaker.py): shared by every execution worker.
+BREAKER_FAILURES_KEY = "quantum:breaker:failures:{group}"
+BREAKER_FAILURES_PATTERN = "quantum:breaker:failures:*"
 # Trade rejections per refusing gate (HINCRBY by the gate activity; read by `qt status`).
 GATE_REJECTIONS_KEY = "quantum:stats:gate_rejections"
 

@@ -1,7 +1,7 @@
 """The exchange adapter: Binance USD-M futures through ccxt, pointed at paper, testnet or live.
 
 Paper, testnet and live share this code path; only URLs and keys differ. Every client is a
-`QtBinanceUsdm` (paper: `LocalBinanceUsdm`), which adds three things to ccxt's `binanceusdm`:
+`QtBinanceUsdm` (paper: `LocalBinanceUsdm`), which adds four things to ccxt's `binanceusdm`:
 
 - **No secrets in errors or logs.** Every exception leaving a request (`fetch`) is re-raised as
   the same ccxt class with its text passed through `redact` (no query string, no signature, no
@@ -18,6 +18,10 @@ Paper, testnet and live share this code path; only URLs and keys differ. Every c
   (`shared_exchange(purpose)`; markets are loaded once per client and process, because
   `load_markets` is the heaviest call ccxt makes and market metadata does not change during a
   trade).
+- **One back-off per client.** A 429/418 or a 5xx answer holds every request of that client
+  (all the order activities of a worker share it) for Binance's `Retry-After`, else 0.5 s
+  doubling while the answers keep failing (`BACKOFF_MAX_S`): a storm is waited out together
+  instead of each activity retrying on its own.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +42,10 @@ from exchange.weights import BULK_ENDPOINTS, PURPOSES, Purpose, WeightBudget, bu
 
 # The HTTP status of the request in flight in this task (set by `on_rest_response`, read when
 # `fetch` fails): concurrent requests run in their own tasks, so they never share one.
+# The longest shared back-off after a 429/418/5xx (Binance's Retry-After is usually seconds; an
+# IP ban (418) can be longer: the requests then keep failing and backing off in turn).
+BACKOFF_MAX_S = 30.0
+
 _http_status: contextvars.ContextVar[dict | None] = contextvars.ContextVar("qt_http_status", default=None)
 
 # ccxt's URL keys for the USD-M futures API, and the path each maps to on the server.
@@ -100,11 +109,39 @@ class QtBinanceUsdm(ccxt.binanceusdm):
                     return weight
         return super().calculate_rate_limiter_cost(api, method, path, params, config)
 
+    async def fetch2(self, path, api=["public"], method="GET", params={}, config={}):  # noqa: B006 (ccxt's signature)
+        # After a 429/418/5xx every request of this client waits together (`_back_off`), before
+        # its throttle and before it is signed (its timestamp is then fresh), so a storm is not
+        # answered by each activity retrying on its own.
+        while (wait := self.hold_until - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        return await super().fetch2(path, api, method, params, config)
+
     async def throttle(self, cost=None):
         bulk, self._bulk_next = getattr(self, "_bulk_next", False), False
         if self.budget is None:
             return await super().throttle(cost)
         await self.budget.acquire(1.0 if cost is None else float(cost), bulk=bulk)
+
+    hold_until: float = 0.0  # monotonic time before which no request of this client starts
+    _backoff_streak: int = 0
+
+    def _back_off(self, code: int, headers: Any) -> None:
+        """Binance's Retry-After (seconds) when it sends one, else 0.5 s doubling per answer in a
+        row (at most `BACKOFF_MAX_S`); a good answer ends the streak."""
+        retry_after = None
+        try:
+            retry_after = float((headers or {}).get("Retry-After"))
+        except (TypeError, ValueError):
+            pass
+        delay = min(BACKOFF_MAX_S, retry_after if retry_after is not None else 0.5 * 2 ** self._backoff_streak)
+        self._backoff_streak += 1
+        until = time.monotonic() + delay
+        if until > self.hold_until:
+            self.hold_until = until
+            logging.getLogger("qt.exchange").warning(
+                "HTTP %s from the exchange: every %s request waits %.1f s%s", code, self.purpose, delay,
+                " (Retry-After)" if retry_after is not None else "")
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -113,6 +150,10 @@ class QtBinanceUsdm(ccxt.binanceusdm):
         box = _http_status.get()
         if box is not None:
             box["status"] = code
+        if code in (418, 429) or 500 <= code < 600:
+            self._back_off(code, response_headers)
+        elif code < 400:
+            self._backoff_streak = 0
         return super().on_rest_response(code, reason, url, method, response_headers, response_body,
                                         request_headers, request_body)
 

@@ -51,6 +51,25 @@ class FailureKind(str, enum.Enum):
     EXCHANGE_ERROR = "exchange_error"  # anything else the exchange refused
 
 
+# The circuit breaker's groups (activities/circuit_breaker.py): order failures that say "stop
+# opening trades" when they pile up. Left out on purpose: the answers that are part of normal
+# work (already set, already placed, not found, nothing left to reduce, would trigger now: each
+# has its own handling) and clock skew (a late entry's refusal by design).
+BREAKER_GROUPS: dict[FailureKind, str] = {
+    FailureKind.INSUFFICIENT_FUNDS: "rejected",
+    FailureKind.BELOW_MIN_NOTIONAL: "rejected",
+    FailureKind.INVALID_ORDER: "rejected",
+    FailureKind.AUTH: "rejected",
+    FailureKind.BAD_SYMBOL: "rejected",
+    FailureKind.BAD_REQUEST: "rejected",
+    FailureKind.EXCHANGE_ERROR: "rejected",
+    FailureKind.RATE_LIMITED: "rate_limited",
+    FailureKind.EXCHANGE_BUSY: "unavailable",
+    FailureKind.NETWORK: "unavailable",
+    FailureKind.TIMEOUT: "unavailable",
+}
+
+
 # Codes whose meaning is more precise than the ccxt class they arrive as.
 _KIND_BY_CODE: dict[int, FailureKind] = {
     -1001: FailureKind.EXCHANGE_BUSY,

@@ -115,7 +115,10 @@ async def binance_handler(request: web.Request) -> web.StreamResponse:
         if route.audited:
             _audit_rejection(call, fault.code, fault.msg, "fault")
         svc.flush()
-        return _json({"code": fault.code, "msg": fault.msg}, fault.status)
+        answer = _json({"code": fault.code, "msg": fault.msg}, fault.status)
+        if fault.retry_after_s is not None:
+            answer.headers["Retry-After"] = str(fault.retry_after_s)
+        return answer
     try:
         if route.private:
             _authenticate(request, svc, raw_query, body, params, wall)

@@ -28,6 +28,7 @@ class FaultRule:
     msg: str | None = None
     latency_ms: int | None = None
     drop_after_accept: bool = False
+    retry_after_s: int | None = None  # the `Retry-After` header Binance sends with 429 / 418
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> FaultRule:
@@ -42,6 +43,7 @@ class FaultRule:
             msg=data.get("msg"),
             latency_ms=int(data["latency_ms"]) if data.get("latency_ms") is not None else None,
             drop_after_accept=bool(data.get("drop_after_accept", False)),
+            retry_after_s=int(data["retry_after_s"]) if data.get("retry_after_s") is not None else None,
         )
         if rule.count < 1:
             raise ValueError("'count' must be ≥ 1")

@@ -129,7 +129,8 @@ def activities_for(queue: str, deps: Dependencies) -> list:
         from activities.entry import EntryActivities
         from activities.amend import AmendActivities
         from activities.reconcile import ReconcileActivities
-        orders = OrderActivities(deps.order_exchange_source())
+        from activities.circuit_breaker import CircuitBreaker
+        orders = OrderActivities(deps.order_exchange_source(), breaker=CircuitBreaker(deps.redis_client()))
         entry, amend = EntryActivities(orders), AmendActivities(orders)
         # Reconciliation reads the account with the order client (signed calls, its throttle)
         # and visibility with the worker's Temporal client.
@@ -148,7 +149,7 @@ def activities_for(queue: str, deps: Dependencies) -> list:
         from activities.feedback import FeedbackActivities
         gates = _gates(deps)
         feedback = FeedbackActivities(deps.redis_client(), release_lock=gates.release_symbol_lock)
-        return [gates.release_symbol_lock, gates.set_safe_mode, gates.clear_safe_mode, feedback.record_close]
+        return [gates.release_symbol_lock, feedback.record_close]
     if queue == TRADE_WORKFLOWS:
         # The gates run as a LOCAL activity of the TradeWorkflow (workflows/activity_calls.py),
         # inside the workflow task that starts the trade: no dispatch round trip before the

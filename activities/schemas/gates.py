@@ -85,18 +85,3 @@ class ReleaseLockResult(BaseModel):
     released: bool  # this workflow owned the lock and it is gone
     owner: str | None = None  # who held it before the call
     cooldown_s: int = 0
-
-
-class SafeModeRequest(BaseModel):
-    reason: str
-    ttl_s: int = 900
-
-
-class SafeModeState(BaseModel):
-    active: bool
-    reason: str | None = None
-    ttl_s: int | None = None
-
-
-class ClearSafeModeRequest(BaseModel):
-    reason: str = ""

@@ -8,14 +8,13 @@ switch set here stops the very next gate, and the old tools still see it.
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 
 from fastapi import APIRouter, Depends
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from common.redis_keys import KILL_SWITCH_KEY, SAFE_MODE_KEY
+from common import safe_mode
 from api.schemas import UNREADABLE_BODY, KilledTrade, KillSwitchReport, KillSwitchRequest, SafeModeRequest, SafeModeView
 from api.security import TOKEN_ERRORS, require_token
 from api.services import Services, services
@@ -31,17 +30,9 @@ _LIVE = ("PENDING", "OPENING", "OPEN", "CLOSING")
 
 
 async def _safe_mode(svc: Services) -> SafeModeView:
-    raw, ttl = await asyncio.gather(svc.redis.get(SAFE_MODE_KEY), svc.redis.ttl(SAFE_MODE_KEY))
-    if raw is None:
-        return SafeModeView(active=False)
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = {"reason": raw}  # set by an old tool as plain text
-    if not isinstance(value, dict):
-        value = {"reason": str(value)}
-    return SafeModeView(active=True, reason=value.get("reason"), set_by=value.get("set_by"),
-                        since_ms=value.get("since_ms"), ttl_s=ttl if ttl >= 0 else None)
+    mode = await safe_mode.read_safe_mode(svc.redis)
+    return SafeModeView(active=mode.active, reason=mode.reason, set_by=mode.set_by, origin=mode.origin,
+                        since_ms=mode.since_ms, ttl_s=mode.ttl_s)
 
 
 @router.get("/safe-mode", response_model=SafeModeView, summary="Is safe mode on, since when, why, set by whom")
@@ -52,22 +43,22 @@ async def get_safe_mode(svc: Services = Depends(services)) -> SafeModeView:
 @router.put("/safe-mode", response_model=SafeModeView, responses=UNREADABLE_BODY,
             summary="Safe mode on: the gates refuse every new trade")
 async def set_safe_mode(request: SafeModeRequest, svc: Services = Depends(services)) -> SafeModeView:
-    value = {"reason": request.reason, "set_by": request.set_by, "since_ms": int(time.time() * 1000)}
-    await svc.redis.set(SAFE_MODE_KEY, json.dumps(value), ex=request.ttl_s)
+    await safe_mode.set_safe_mode(svc.redis, reason=request.reason, ttl_s=request.ttl_s, set_by=request.set_by)
     return await _safe_mode(svc)
 
 
-@router.delete("/safe-mode", response_model=SafeModeView, summary="Safe mode off")
-async def clear_safe_mode(svc: Services = Depends(services)) -> SafeModeView:
-    await svc.redis.delete(SAFE_MODE_KEY)
+@router.delete("/safe-mode", response_model=SafeModeView,
+               summary="Safe mode off (whoever set it: an operator, the kill switch or the circuit breaker, "
+                       "whose failure counts start again from zero)")
+async def safe_mode_off(svc: Services = Depends(services)) -> SafeModeView:
+    await safe_mode.clear_safe_mode(svc.redis)
     return await _safe_mode(svc)
 
 
 @router.post("/kill-switch", response_model=KillSwitchReport, responses=UNREADABLE_BODY,
              summary="Kill switch: safe mode on, every open trade killed (flattened), and what is left")
 async def kill_switch_on(request: KillSwitchRequest, svc: Services = Depends(services)) -> KillSwitchReport:
-    since = int(time.time() * 1000)
-    value = json.dumps({"reason": request.reason, "set_by": request.set_by, "since_ms": since})
+    value = safe_mode.safe_mode_value(request.reason, request.set_by, origin="kill_switch")
     async with svc.redis.pipeline(transaction=True) as pipe:  # no new trade from here on
         pipe.set(KILL_SWITCH_KEY, value).set(SAFE_MODE_KEY, value)
         await pipe.execute()

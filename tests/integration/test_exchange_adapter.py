@@ -157,3 +157,29 @@ async def test_orders_do_not_wait_behind_saturated_market_polls(paper):
         await hub.close()
         await market.close()
         await orders.close()
+
+
+async def test_a_429_holds_every_request_of_the_client_for_its_retry_after(paper, exchange):
+    import ccxt.async_support as ccxt_async
+    paper.add_fault(path="/fapi/v1/openOrders", status=429, code=-1003, retry_after_s=1)
+    with pytest.raises(ccxt_async.DDoSProtection):  # (ccxt's class for a 429)
+        await exchange.fetch_open_orders("BTC/USDT:USDT")
+    started = time.monotonic()
+    await asyncio.gather(exchange.fetch_time(), exchange.fetch_ticker("ETH/USDT:USDT"))  # other endpoints
+    held = time.monotonic() - started
+    assert 0.8 <= held < 3, held  # both waited out the Retry-After together, then went
+    started = time.monotonic()
+    await exchange.fetch_time()
+    assert time.monotonic() - started < 0.5  # the hold is over
+
+
+async def test_5xx_in_a_row_back_off_doubling_and_a_good_answer_ends_the_streak(paper, exchange):
+    import ccxt.async_support as ccxt_async
+    paper.add_fault(path="/fapi/v1/time", status=503, code=-1001, count=2)
+    for expected in (0.5, 1.0):
+        with pytest.raises(ccxt_async.BaseError):
+            await exchange.fetch_time()
+        assert exchange.hold_until - time.monotonic() == pytest.approx(expected, abs=0.2)
+    started = time.monotonic()
+    await exchange.fetch_time()  # waits the 1 s hold, then succeeds
+    assert time.monotonic() - started >= 0.7 and exchange._backoff_streak == 0

@@ -14,8 +14,8 @@ from decimal import Decimal
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.gates import (GATE_ORDER, ClearSafeModeRequest, GateActivities, GateRequest, ReleaseLockRequest,
-                              SafeModeRequest, cooldown_key, lock_key)
+from activities.gates import GATE_ORDER, GateActivities, GateRequest, ReleaseLockRequest, cooldown_key, lock_key
+from common.safe_mode import clear_safe_mode, set_safe_mode
 from common.redis_keys import GATE_REJECTIONS_KEY, KILL_SWITCH_KEY, SAFE_MODE_KEY
 from activities.risk_settings import RiskSettings
 from signals_ingest.feed_settings import FeedSettings
@@ -83,7 +83,7 @@ async def test_all_gates_pass_and_report_everything(exchange, redis_client, mark
 
 async def test_safe_mode_with_ttl(exchange, redis_client, market_now):
     acts = gates(exchange, redis_client)
-    await run(acts.set_safe_mode, SafeModeRequest(reason="5 order failures in 60 s", ttl_s=1))
+    await set_safe_mode(redis_client, reason="5 order failures in 60 s", ttl_s=1, set_by="test")
     assert 0 < await redis_client.ttl(SAFE_MODE_KEY) <= 1
     await assert_rejected_by(acts, make_intent(market_now), "safe_mode", "5 order failures", "expires in")
     await asyncio.sleep(1.1)  # the TTL ends safe mode by itself
@@ -92,9 +92,9 @@ async def test_safe_mode_with_ttl(exchange, redis_client, market_now):
 
 async def test_clear_safe_mode(exchange, redis_client, market_now):
     acts = gates(exchange, redis_client)
-    await run(acts.set_safe_mode, SafeModeRequest(reason="price error", ttl_s=600))
+    await set_safe_mode(redis_client, reason="price error", ttl_s=600, set_by="test")
     await assert_rejected_by(acts, make_intent(market_now), "safe_mode", "price error")
-    await run(acts.clear_safe_mode, ClearSafeModeRequest())
+    await clear_safe_mode(redis_client)
     assert (await check(acts, make_intent(market_now))).passed
 
 
