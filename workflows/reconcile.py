@@ -144,10 +144,11 @@ class ReconcileWorkflow:
     async def _adopt(self, finding: Finding) -> ActionOutcome:
         """A TradeWorkflow takes the orphan position over: it skips the entry, takes the real size
         and price, places its stop at once and manages the trade to its close."""
-        quantity = finding.quantity
+        quantity, price = finding.quantity, finding.entry_price
+        if not quantity or not price:
+            return self._outcome(finding, False, "not adopted: the exchange gave no size or entry price")
         side = "BUY" if quantity > 0 else "SELL"
         workflow_id = adopt_workflow_id(finding.symbol, workflow.info().run_id)
-        price = finding.entry_price
         now = workflow.now().astimezone(UTC)
         intent = {
             "intent_id": workflow_id, "symbol": finding.symbol, "side": side, "confidence": "1",

@@ -50,14 +50,17 @@ def reconcile_schedule(settings: ReconcileSettings) -> Schedule:
 
 
 async def ensure_reconcile_schedule(client: Client, settings: ReconcileSettings | None = None, *,
-                                    run_now: bool = False) -> ScheduleHandle:
+                                    run_now: bool = False, update: bool = True) -> ScheduleHandle:
+    """Create the Schedule, or (`update`) bring an existing one to `settings`: what a worker
+    does as it starts, so the workers' `QT_RECONCILE_*` is what runs."""
     settings = settings or ReconcileSettings()
     schedule = reconcile_schedule(settings)
     try:
         handle = await client.create_schedule(SCHEDULE_ID, schedule)
     except ScheduleAlreadyRunningError:
         handle = client.get_schedule_handle(SCHEDULE_ID)
-        await handle.update(lambda _: ScheduleUpdate(schedule=schedule))
+        if update:
+            await handle.update(lambda _: ScheduleUpdate(schedule=schedule))
     if run_now:
         await handle.trigger(overlap=ScheduleOverlapPolicy.SKIP)
     return handle
@@ -66,8 +69,9 @@ async def ensure_reconcile_schedule(client: Client, settings: ReconcileSettings 
 async def run_reconcile_now(client: Client, settings: ReconcileSettings | None = None, *,
                             timeout_s: float = 120) -> ReconcileReport:
     """Trigger the Schedule and wait for the run it started (or the one already running, which
-    the trigger does not double) to end; its report."""
-    handle = await ensure_reconcile_schedule(client, settings)
+    the trigger does not double) to end; its report. An existing Schedule keeps the settings
+    the workers gave it (the caller's environment, an API's or a CLI's, may not carry them)."""
+    handle = await ensure_reconcile_schedule(client, settings, update=False)
     asked = time.time()
     await handle.trigger(overlap=ScheduleOverlapPolicy.SKIP)
     deadline = asked + timeout_s

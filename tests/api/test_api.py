@@ -190,7 +190,7 @@ async def test_safe_mode_on_with_who_and_why_refuses_new_trades_and_goes_off(api
     on = await api.put("/api/v1/safe-mode", {"reason": "CPI release", "ttl_s": 600, "set_by": "alice"})
     assert on.status_code == 200
     assert on.json() | {"since_ms": None} == {"active": True, "reason": "CPI release", "set_by": "alice",
-                                               "since_ms": None, "ttl_s": 600}
+                                               "origin": "operator", "since_ms": None, "ttl_s": 600}
     paper.set_price("BTCUSDT", 63000)
     reply = await api.post("/api/v1/intents?wait=gates", {"symbol": "BTCUSDT", "side": "BUY",
                                                           "position_size_usd": "100", "leverage": 5})

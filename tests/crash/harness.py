@@ -97,6 +97,10 @@ def worker_env(temporal_address: str, redis_url: str, paper: PaperServer, data_d
         "QT_RISK_COOLDOWN_S": "0",
         "QT_WORKER_MONITOR_POLL_S": "0.05",
         "QT_WORKER_EXECUTION_RATE_PER_S": "0",
+        # These workers share the session's Temporal server with every other test: a reconcile
+        # Schedule they kept would act on the other tests' trades (tests/workflows/test_reconcile.py
+        # and the chaos suite test it on stacks of their own or run it by hand).
+        "QT_RECONCILE_SCHEDULE": "false",
     })
     return env
 

@@ -38,7 +38,12 @@ FOREIGN_CID = "other-bot-7f3a"  # another bot on the same account: never touched
 
 
 async def _terminate_running(client: Client) -> None:
-    """Trades other tests left running would be live trades to this run's eyes."""
+    """Trades other tests left running would be live trades to this run's eyes (and no reconcile
+    Schedule may run beside these tests' own runs)."""
+    try:
+        await client.get_schedule_handle("reconcile").delete()
+    except Exception:  # noqa: BLE001 - none
+        pass
     async for wf in client.list_workflows("ExecutionStatus = 'Running'"):
         try:
             await client.get_workflow_handle(wf.id, run_id=wf.run_id).terminate("reconcile test isolation")
