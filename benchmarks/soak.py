@@ -68,6 +68,7 @@ class Soak:
         self.opened_after: dict[str, list[float]] = {"calm": [], "chaos": []}
         self.kills: Counter = Counter()
         self.recoveries: list[float] = []
+        self._order: list[str] = []
 
     async def publish(self, redis, exchange, phase: str) -> None:
         symbol = self.rng.choice(SYMBOLS)
@@ -109,7 +110,9 @@ class Soak:
             await asyncio.sleep(0.3)
 
     async def chaos(self, redis) -> None:
-        part = self.rng.choice(PARTS)
+        if not self._order:  # every part in turn, each round in a random order
+            self._order = self.rng.sample(PARTS, len(PARTS))
+        part = self._order.pop()
         self.kills[part] += 1
         killed = time.monotonic()
         log(f"SIGKILL {part}")
@@ -129,13 +132,21 @@ async def run(args: argparse.Namespace) -> int:
         try:
             return await soak(stack, rng, args)
         finally:
-            stack.down()
+            await asyncio.to_thread(stack.down)
 
 
 async def soak(stack: ChaosStack, rng: random.Random, args: argparse.Namespace) -> int:
+    exchange = stack.exchange()
+    try:
+        return await _soak(stack, rng, args, exchange)
+    finally:
+        await exchange.close()
+
+
+async def _soak(stack: ChaosStack, rng: random.Random, args: argparse.Namespace, exchange) -> int:
     began = time.monotonic()
     client = await stack.temporal()
-    redis, exchange = stack.redis(), stack.exchange()
+    redis = stack.redis()
     await exchange.load_markets()
     wallet_before = balance_of(await exchange.fetch_balance()).wallet_balance
     s = Soak(stack, rng)
@@ -170,7 +181,7 @@ async def soak(stack: ChaosStack, rng: random.Random, args: argparse.Namespace) 
     reconciled = await asyncio.to_thread(stack.qt, "reconcile")
 
     violations: list[str] = []
-    listed = Counter(w.id async for w in client.list_workflows("WorkflowType = 'TradeWorkflow'"))
+    listed = Counter([w.id async for w in client.list_workflows("WorkflowType = 'TradeWorkflow'")])
     for workflow_id in s.intents:
         if listed[workflow_id] != 1:
             violations.append(f"{workflow_id}: {listed[workflow_id]} workflows")
@@ -213,7 +224,6 @@ async def soak(stack: ChaosStack, rng: random.Random, args: argparse.Namespace) 
         print(f"  VIOLATION {violation}")
     if s.recoveries:
         print(f"recoveries (s): {', '.join(f'{r:.1f}' for r in s.recoveries)}; mean {statistics.mean(s.recoveries):.1f}")
-    await exchange.close()
     await redis.aclose()
     return 1 if violations else 0
 

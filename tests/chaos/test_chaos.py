@@ -108,6 +108,8 @@ async def test_every_process_killed_in_turn_and_the_account_stays_whole(stack):
     # 4. redis-server dies: the symbol locks come back from the AOF.
     stack.kill("redis")
     stack.up()
+    await redis.aclose()
+    redis = stack.redis()  # (this test's connection died with the server; the workers' reconnect)
     locks = {s: await redis.get(LOCK_KEY.format(symbol=s)) for s in PRICES}
     assert locks == {s: ids[s] for s in PRICES}, locks
 
