@@ -16,6 +16,7 @@ A breaker that cannot reach Redis counts nothing (logged): it must never make an
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -29,6 +30,7 @@ from common.safe_mode import set_safe_mode
 from exchange.errors import BREAKER_GROUPS, FailureKind
 
 log = logging.getLogger("qt.breaker")
+REDIS_TIMEOUT_S = 1.0
 
 # Count one failure and return how many the window holds. KEYS: the group's set.
 # ARGV: now ms, window ms, member.
@@ -69,15 +71,17 @@ class CircuitBreaker:
         if group is None or not self.settings.enabled:
             return False
         limit, window_s = self.settings.rule(group)
-        try:
-            count = int(await self._count(keys=[BREAKER_FAILURES_KEY.format(group=group)],
-                                          args=[int(time.time() * 1000), int(window_s * 1000), uuid.uuid4().hex]))
+        try:  # bounded: a Redis that hangs must not hold the order's failure up
+            count = int(await asyncio.wait_for(self._count(
+                keys=[BREAKER_FAILURES_KEY.format(group=group)],
+                args=[int(time.time() * 1000), int(window_s * 1000), uuid.uuid4().hex]), REDIS_TIMEOUT_S))
             if count < limit:
                 return False
             reason = (f"circuit breaker: {count} {group.replace('_', ' ')} order requests within "
                       f"{window_s:g} s (last: {detail[:300]})")
-            tripped = await set_safe_mode(self._redis, reason=reason, ttl_s=self.settings.safe_mode_ttl_s,
-                                          set_by="circuit-breaker", origin=f"breaker:{group}", only_if_off=True)
+            tripped = await asyncio.wait_for(set_safe_mode(
+                self._redis, reason=reason, ttl_s=self.settings.safe_mode_ttl_s, set_by="circuit-breaker",
+                origin=f"breaker:{group}", only_if_off=True), REDIS_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - the breaker never fails an order
             log.warning("order failure not counted: %s", exc)
             return False

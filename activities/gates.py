@@ -83,6 +83,14 @@ if (released == 1 or not owner) and tonumber(ARGV[2]) > 0 then
 end
 return {released, owner or ''}
 """
+# Hand a symbol lock over from an ended owner (ARGV[1]) to the adopting trade (ARGV[2]).
+_HANDOVER_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
 # A market-time cooldown's key outlives it in wall time (the market clock may run slower).
 _COOLDOWN_KEY_TTL_MIN_S = 86_400
 
@@ -442,11 +450,19 @@ class GateActivities:
         exists already, and protecting it is what they are for."""
         intent, adopt = request.intent, request.adopt
         snap = await self._read_redis(request)
+        if adopt.takes_lock_from and snap.kill_switch is None and snap.lock_owner == adopt.takes_lock_from:
+            # The ended owner's lock passes to this trade in one step: nothing enters in between.
+            if int(await self._redis.eval(_HANDOVER_LUA, 1, lock_key(intent.symbol), adopt.takes_lock_from,
+                                          request.workflow_id)):
+                snap.lock_owner = request.workflow_id
         await self._market_clock(snap)
         await self._read_exchange(intent.symbol, snap)
         policy = self._policy or TradePolicy()
         plan, verdicts = None, []
-        if snap.rules is None:
+        if snap.kill_switch is not None:  # the operator is flattening: nothing is taken over
+            verdicts.append(GateVerdict(name="kill_switch", passed=False,
+                                        detail=f"kill switch is on ({_reason_of(snap.kill_switch)}): not adopted"))
+        elif snap.rules is None:
             verdicts.append(GateVerdict(name="market", passed=False,
                                         detail=f"market {intent.symbol} does not exist on the exchange"))
         else:

@@ -20,8 +20,9 @@ from decimal import Decimal
 from typing import Any
 
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.orders import OrderActivities
 from activities.schemas.gates import ReleaseLockRequest
@@ -34,7 +35,7 @@ from common.redis_keys import (
 )
 from common.redis_values import decoded
 from exchange.parse import open_orders_of, positions_of
-from trading.client_ids import client_order_id, owner_key, run_tag
+from trading.client_ids import client_order_id, owner_key, run_tag, workflow_id_of
 from trading.models import TradeStatus
 from trading.reconcile import (
     AccountSnapshot, Action, ExchangePosition, Finding, LiveTrade, OpenOrder, PositionHash, RedisLock,
@@ -98,7 +99,38 @@ class ReconcileActivities:
         snap = AccountSnapshot(taken_at_ms=_now_ms())
         await asyncio.gather(self._read_exchange(snap), self._read_trades(snap, request.query_timeout_s),
                              self._read_redis(snap))
+        if snap.complete:
+            await self._check_visibility(snap)
         return snap
+
+    async def _check_visibility(self, snap: AccountSnapshot) -> None:
+        """Visibility can answer with less than runs (a server just restarted, an index behind):
+        then every lock and order of a trade it left out would look orphaned. Each workflow the
+        other books name (lock and hash owners, the workflow ids in our client ids) that the list
+        left out is described: one still running makes the snapshot incomplete (fail closed)."""
+        listed = {t.workflow_id for t in snap.trades}
+        named = {lock.owner for lock in snap.locks} | {h.workflow_id for h in snap.position_hashes if h.workflow_id}
+        named |= {wf for o in snap.orders if (wf := workflow_id_of(o.client_order_id))}
+        unlisted = sorted(named - listed)
+        gate = asyncio.Semaphore(QUERY_CONCURRENCY)
+
+        async def running(workflow_id: str) -> bool:
+            async with gate:
+                try:
+                    described = await self._temporal.get_workflow_handle(workflow_id).describe()
+                except RPCError as err:
+                    if err.status is RPCStatusCode.NOT_FOUND:
+                        return False
+                    raise
+            return described.status is WorkflowExecutionStatus.RUNNING
+
+        try:
+            alive = [wf for wf, up in zip(unlisted, await asyncio.gather(*(running(w) for w in unlisted))) if up]
+        except Exception as exc:  # noqa: BLE001
+            snap.problems.append(f"visibility: could not check the workflows the other books name: {exc}")
+            return
+        if alive:
+            snap.problems.append(f"visibility is behind: {', '.join(alive[:5])} running but not listed")
 
     async def _read_exchange(self, snap: AccountSnapshot) -> None:
         try:
@@ -223,15 +255,20 @@ class ReconcileActivities:
                                               args=[finding.workflow_id])
             return bool(int(removed)), "removed" if int(removed) else "not removed: rewritten meanwhile"
         if action is Action.FLATTEN:
-            stops = [f.client_order_id for f in findings
-                     if f.symbol == finding.symbol and f.client_order_id and f.conditional
-                     and f.kind.value == "orphan_order"]
+            # The ended trade's stops are cancelled by the same close, once flat (never before).
             closed = await self._orders.close_position(ClosePositionRequest(
                 symbol=finding.symbol, client_order_id=flatten_client_id(run_id, finding.symbol),
-                cancel_stop_client_order_ids=stops))
+                cancel_stop_client_order_ids=finding.stops))
             if closed.remaining_quantity != 0:
                 return False, f"{closed.remaining_quantity} still open after the close"
-            return True, "already flat" if closed.was_flat else f"closed {closed.order.filled} @ {closed.order.average_price}"
+            detail = "already flat" if closed.was_flat else f"closed {closed.order.filled} @ {closed.order.average_price}"
+            if closed.stops_not_cancelled:
+                detail += f"; stops not cancelled: {', '.join(closed.stops_not_cancelled)}"
+            if finding.lock_owner:  # the ended trade kept its lock while the position was open
+                released = await self._release_lock(ReleaseLockRequest(
+                    workflow_id=finding.lock_owner, symbol=finding.symbol, cooldown_s=0))
+                detail += "; its lock released" if released.released else ""
+            return True, detail
         raise ApplicationError(f"{action} is not an activity's action", type="bad_request", non_retryable=True)
 
     # ------------------------------------------------------------------------------- report

@@ -19,8 +19,9 @@ Paper, testnet and live share this code path; only URLs and keys differ. Every c
   `load_markets` is the heaviest call ccxt makes and market metadata does not change during a
   trade).
 - **One back-off per client.** A 429/418 or a 5xx answer holds every request of that client
-  (all the order activities of a worker share it) for Binance's `Retry-After`, else 0.5 s
-  doubling while the answers keep failing (`BACKOFF_MAX_S`): a storm is waited out together
+  (all the order activities of a worker share it) for Binance's `Retry-After` (up to an hour:
+  an IP ban's 418 asks for minutes), else 0.5 s doubling while the answers keep failing (at most
+  `BACKOFF_MAX_S`, 30 s): a storm is waited out together
   instead of each activity retrying on its own.
 """
 
@@ -45,6 +46,7 @@ from exchange.weights import BULK_ENDPOINTS, PURPOSES, Purpose, WeightBudget, bu
 # The longest shared back-off after a 429/418/5xx (Binance's Retry-After is usually seconds; an
 # IP ban (418) can be longer: the requests then keep failing and backing off in turn).
 BACKOFF_MAX_S = 30.0
+RETRY_AFTER_MAX_S = 3600.0  # a Retry-After is honoured up to this
 
 _http_status: contextvars.ContextVar[dict | None] = contextvars.ContextVar("qt_http_status", default=None)
 
@@ -127,14 +129,17 @@ class QtBinanceUsdm(ccxt.binanceusdm):
     _backoff_streak: int = 0
 
     def _back_off(self, code: int, headers: Any) -> None:
-        """Binance's Retry-After (seconds) when it sends one, else 0.5 s doubling per answer in a
-        row (at most `BACKOFF_MAX_S`); a good answer ends the streak."""
+        """Binance's Retry-After (seconds) when it sends one (at most `RETRY_AFTER_MAX_S`), else
+        0.5 s doubling per answer in a row (at most `BACKOFF_MAX_S`); a good answer ends the streak."""
         retry_after = None
         try:
             retry_after = float((headers or {}).get("Retry-After"))
         except (TypeError, ValueError):
             pass
-        delay = min(BACKOFF_MAX_S, retry_after if retry_after is not None else 0.5 * 2 ** self._backoff_streak)
+        if retry_after is not None:  # the exchange's word (an IP ban's 418 can ask for minutes)
+            delay = min(RETRY_AFTER_MAX_S, max(0.0, retry_after))
+        else:
+            delay = min(BACKOFF_MAX_S, 0.5 * 2 ** min(self._backoff_streak, 8))
         self._backoff_streak += 1
         until = time.monotonic() + delay
         if until > self.hold_until:

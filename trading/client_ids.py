@@ -99,3 +99,16 @@ def owner_key_of(client_id: str) -> str | None:
         if short_form:
             return short_form["digest"]
     return None
+
+
+def workflow_id_of(client_id: str) -> str | None:
+    """The workflow id in a long-form client id of ours (`{workflow_id}.{tag}-{step}`); None for
+    a short form (the id is hashed there) or an id that is not ours."""
+    if owner_key_of(client_id) is None:
+        return None
+    for cut in range(len(client_id) - 1, 0, -1):
+        if client_id[cut] == "-" and _STEP.fullmatch(client_id[cut + 1:]):
+            match = _LONG_FORM.fullmatch(client_id)
+            if match and client_order_id(match["workflow"], client_id[cut + 1:], match["tag"]) == client_id:
+                return match["workflow"]
+    return None

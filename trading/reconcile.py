@@ -124,6 +124,10 @@ class Finding(BaseModel):
     quantity: Decimal | None = None  # the exchange's signed size (positions)
     entry_price: Decimal | None = None
     leverage: int | None = None
+    # An orphan position's: the ended trade's lock on its symbol (released by the flatten once
+    # flat, handed to the adopter by its gates) and its stops (cancelled by the flatten once flat).
+    lock_owner: str | None = None
+    stops: list[str] = Field(default_factory=list)
 
     @property
     def key(self) -> tuple:
@@ -187,25 +191,50 @@ def find_discrepancies(snap: AccountSnapshot, orphans: OrphanMode = OrphanMode.A
                                     conditional=True, **tell,
                                     detail=f"stop {trade.stop_client_id or '(none)'} is not resting on the exchange"))
 
+    # A symbol whose position is protected by its holder's own resting stop: only there may an
+    # ended trade's stop go (an adopter still placing its stop, a trade closing, keep the old one).
+    protected = {t.symbol for t in snap.trades
+                 if t.status is TradeStatus.OPEN and t.stop_client_id and t.stop_client_id in resting}
+    orphan_of = {f.symbol: f for f in findings if f.kind is FindingKind.ORPHAN_POSITION}
     for order in sorted(snap.orders, key=lambda o: (o.symbol, o.client_order_id)):
         key = owner_key_of(order.client_order_id)
         if key is None or key in owners or unknown_symbol or unknown_owner:
             continue  # another bot's, or a running trade's (or a running trade is not known well enough)
         common = {"kind": FindingKind.ORPHAN_ORDER, "symbol": order.symbol,
                   "client_order_id": order.client_order_id, "conditional": order.conditional}
-        if order.reduce_only and order.symbol in unmanaged and orphans is not OrphanMode.FLATTEN:
+        protective = order.reduce_only and order.conditional and order.symbol in position_of
+        if protective and order.symbol in unmanaged and orphans is OrphanMode.FLATTEN:
+            orphan_of[order.symbol].stops.append(order.client_order_id)  # cancelled once flat
+            findings.append(Finding(action=Action.REPORT, **common,
+                                    detail=f"{order.type} {order.client_order_id} of an ended trade: cancelled "
+                                           f"by the flatten once {order.symbol} is flat"))
+        elif protective and order.symbol not in protected:
             findings.append(Finding(action=Action.REPORT, **common,
                                     detail=f"{order.type} {order.client_order_id} of an ended trade kept: it "
-                                           f"protects the unmanaged {order.symbol} position"))
+                                           f"protects the {order.symbol} position until a trade's own stop rests"))
         else:
             findings.append(Finding(action=Action.CANCEL, **common,
                                     detail=f"{order.type} {order.side} {order.client_order_id}: no running "
                                            f"workflow owns it"))
 
     for lock in sorted(snap.locks, key=lambda lock: lock.symbol):
-        if lock.owner not in live_ids:
-            findings.append(Finding(kind=FindingKind.ORPHAN_LOCK, action=Action.RELEASE, symbol=lock.symbol,
-                                    workflow_id=lock.owner, detail=f"held by {lock.owner}, which has ended"))
+        if lock.owner in live_ids:
+            continue
+        common = {"kind": FindingKind.ORPHAN_LOCK, "symbol": lock.symbol, "workflow_id": lock.owner}
+        orphan = orphan_of.get(lock.symbol)
+        if orphan is not None and orphans is not OrphanMode.REPORT:
+            # The ended trade kept it because it could not get flat: it passes with the position.
+            orphan.lock_owner = lock.owner
+            findings.append(Finding(action=Action.REPORT, **common, detail=(
+                f"held by {lock.owner}, which has ended with the position open: "
+                + ("released by the flatten once flat" if orphans is OrphanMode.FLATTEN else
+                   "handed to the adopting trade by its gates"))))
+        elif lock.symbol in position_of:
+            findings.append(Finding(action=Action.REPORT, **common,
+                                    detail=f"held by {lock.owner}, which has ended; kept: {lock.symbol} still "
+                                           f"has a position, nothing new may enter it"))
+        else:
+            findings.append(Finding(action=Action.RELEASE, **common, detail=f"held by {lock.owner}, which has ended"))
 
     for record in sorted(snap.position_hashes, key=lambda h: h.symbol):
         if record.workflow_id is None:

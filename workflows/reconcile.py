@@ -158,7 +158,8 @@ class ReconcileWorkflow:
             "reason": f"orphan position adopted by reconcile run {workflow.info().run_id}",
         }
         adopt = AdoptPosition(quantity=abs(quantity), entry_price=price, leverage=finding.leverage,
-                              seen_at_ms=self._now_ms(), reconcile_run_id=workflow.info().run_id)
+                              seen_at_ms=self._now_ms(), reconcile_run_id=workflow.info().run_id,
+                              takes_lock_from=finding.lock_owner)
         try:
             await workflow.start_child_workflow(
                 "TradeWorkflow", args=[intent, None, None, adopt], id=workflow_id, task_queue=TRADE_WORKFLOWS,

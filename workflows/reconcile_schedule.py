@@ -8,6 +8,7 @@ Client-side code (workers, the CLI): never imported by a workflow.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from datetime import timedelta
 
@@ -59,8 +60,9 @@ async def ensure_reconcile_schedule(client: Client, settings: ReconcileSettings 
         handle = await client.create_schedule(SCHEDULE_ID, schedule)
     except ScheduleAlreadyRunningError:
         handle = client.get_schedule_handle(SCHEDULE_ID)
-        if update:
-            await handle.update(lambda _: ScheduleUpdate(schedule=schedule))
+        if update:  # the interval, the action and its settings; an operator's pause stays
+            await handle.update(lambda current: ScheduleUpdate(schedule=dataclasses.replace(
+                schedule, state=current.description.schedule.state)))
     if run_now:
         await handle.trigger(overlap=ScheduleOverlapPolicy.SKIP)
     return handle

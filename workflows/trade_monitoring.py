@@ -183,10 +183,13 @@ class MonitoringSteps:
             st.note(f"reconcile: {notice.kind.value}: {notice.detail}")
         if st.status is not TradeStatus.OPEN:
             return
-        if kinds & {FindingKind.VANISHED_POSITION, FindingKind.SIZE_MISMATCH}:
-            await self._exchange_changed()
-        if FindingKind.MISSING_STOP in kinds and st.status is TradeStatus.OPEN:
-            await self._rearm_stop()
+        try:
+            if kinds & {FindingKind.VANISHED_POSITION, FindingKind.SIZE_MISMATCH}:
+                await self._exchange_changed()
+            if FindingKind.MISSING_STOP in kinds and st.status is TradeStatus.OPEN:
+                await self._rearm_stop()
+        except ActivityError as err:  # an exchange outage: keep managing; the next run tells again
+            st.note(f"reconcile: could not check the exchange: {failure_of(err)[1]}")
 
     async def _rearm_stop(self) -> None:
         """The stop is not resting (cancelled behind our back, expired): look it up, and place it

@@ -23,6 +23,9 @@ class AdoptPosition(BaseModel):
     leverage: int | None = None
     seen_at_ms: int  # when the reconcile run saw it (wall clock)
     reconcile_run_id: str
+    # The ended trade that kept the symbol's lock (it could not get flat): its gates take the
+    # lock over from it in one step, so nothing else can enter the symbol in between.
+    takes_lock_from: str | None = None
 
 
 class GateRequest(BaseModel):

@@ -107,8 +107,31 @@ def test_orphan_orders_are_cancelled_except_a_stop_that_protects_an_unmanaged_po
     assert found(protecting, OrphanMode.ADOPT) == {("orphan_position", "adopt", "ETHUSDT"),
                                                    ("orphan_order", "report", "ETHUSDT"),
                                                    ("orphan_order", "cancel", "XRPUSDT")}
-    # when flattening, the stop goes too (reconcile_act cancels it only once the position is flat)
-    assert ("orphan_order", "cancel", "ETHUSDT") in found(protecting, OrphanMode.FLATTEN)
+    # when flattening, the stop goes with the flatten, once flat (never before, never alone)
+    flatten = find_discrepancies(protecting, OrphanMode.FLATTEN)
+    assert ("orphan_order", "report", "ETHUSDT") in found(protecting, OrphanMode.FLATTEN)
+    assert next(f for f in flatten if f.kind is FindingKind.ORPHAN_POSITION).stops == [
+        client_order_id("trade-gone", "sl-1", TAG)]
+
+
+def test_a_dead_trades_stop_stays_until_the_new_holder_has_its_own_stop_resting():
+    position = [ExchangePosition(symbol="BTCUSDT", quantity=D("0.01"))]
+    old_stop = stop_of("trade-old")
+    for holder in (trade(status=TradeStatus.PENDING, qty=None), trade(status=TradeStatus.CLOSING, qty=None),
+                   trade(stop="sl-9")):  # an adopter still placing its stop, one closing, one whose stop is gone
+        findings = {(f.kind, f.action) for f in find_discrepancies(snap(positions=position, orders=[old_stop],
+                                                                        trades=[holder]))}
+        assert (FindingKind.ORPHAN_ORDER, Action.REPORT) in findings, holder
+
+
+def test_a_dead_trades_lock_stays_while_its_position_is_open():
+    s = snap(positions=[ExchangePosition(symbol="ETHUSDT", quantity=D("1"), entry_price=D("3400"))],
+             locks=[RedisLock(symbol="ETHUSDT", owner="trade-dead")])
+    assert ("orphan_lock", "report", "ETHUSDT") in found(s, OrphanMode.REPORT)
+    for mode in (OrphanMode.ADOPT, OrphanMode.FLATTEN):  # it passes with the position
+        findings = find_discrepancies(s, mode)
+        assert next(f for f in findings if f.kind is FindingKind.ORPHAN_POSITION).lock_owner == "trade-dead"
+        assert not [f for f in findings if f.action is Action.RELEASE]
 
 
 def test_a_dead_trades_order_on_a_symbol_a_new_trade_holds_is_cancelled_and_the_new_ones_kept():

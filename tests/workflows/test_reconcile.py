@@ -137,7 +137,7 @@ async def test_an_orphan_position_in_report_mode_is_told_and_its_stop_kept(rig, 
 
     assert {(f.kind, f.action) for f in report.findings} == {
         (FindingKind.ORPHAN_POSITION, Action.REPORT), (FindingKind.ORPHAN_ORDER, Action.REPORT)}
-    assert "protects the unmanaged" in next(f.detail for f in report.findings if f.kind is FindingKind.ORPHAN_ORDER)
+    assert "protects the ETHUSDT position" in next(f.detail for f in report.findings if f.kind is FindingKind.ORPHAN_ORDER)
     assert await contracts(exchange, ETH) == 0.5
     assert kept_stop in await open_orders(exchange, ETH, trigger=True)  # the position stays protected
 
@@ -258,7 +258,7 @@ async def test_a_trade_whose_workflow_was_terminated_leaves_an_orphan_that_is_ad
 
     found = {(f.kind, f.action) for f in report.findings}
     assert (FindingKind.ORPHAN_POSITION, Action.ADOPT) in found
-    assert (FindingKind.ORPHAN_LOCK, Action.RELEASE) in found  # released first: the adopter takes it
+    assert (FindingKind.ORPHAN_LOCK, Action.REPORT) in found  # handed to the adopter by its gates, atomically
     adopter = rig.client.get_workflow_handle(outcome(report, FindingKind.ORPHAN_POSITION).detail.removeprefix("adopted by "))
     adopted = await rig.wait_status(adopter, "OPEN", "REJECTED")
     assert adopted.status is TradeStatus.OPEN, adopted.reason
