@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from temporalio import activity
 
 from exchange.client import ExchangeHolder, ExchangeSource, shared_exchange
+from activities.adoption_gates import AdoptionGates
 from activities.market import rules_from_market
 from activities.schemas.gates import (  # noqa: F401 (re-exported)
     GateReport, GateRequest, GateVerdict, ReleaseLockRequest, ReleaseLockResult,
@@ -36,7 +37,7 @@ from common.redis_keys import (COOLDOWN_KEY, FIRST_RUN_KEY, GATE_REJECTIONS_KEY,
                                SAFE_MODE_KEY, latest_price_key)
 from trading.entry_checks import EntryGuard, deviation_problem, price_deviation_pct
 from trading.intent import TradeIntent, intent_age_s, is_from_future, is_stale
-from trading.entry_plan import EntryPlan, plan_adoption, plan_entry
+from trading.entry_plan import EntryPlan, plan_entry
 from trading.levels import LevelsError
 
 FIRST_RUN_TTL_S = 90 * 86_400
@@ -82,14 +83,6 @@ if (released == 1 or not owner) and tonumber(ARGV[2]) > 0 then
   redis.call('SET', KEYS[2], value, 'EX', ARGV[2])
 end
 return {released, owner or ''}
-"""
-# Hand a symbol lock over from an ended owner (ARGV[1]) to the adopting trade (ARGV[2]).
-_HANDOVER_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
 """
 # A market-time cooldown's key outlives it in wall time (the market clock may run slower).
 _COOLDOWN_KEY_TTL_MIN_S = 86_400
@@ -166,10 +159,11 @@ class _Snapshot(BaseModel):
     equity: Decimal | None = None
     free_margin: Decimal | None = None
     open_notional: dict[str, Decimal] = {}  # symbol id -> |notional| of open positions
+    open_quantity: dict[str, Decimal] = {}  # symbol id -> signed size of open positions (adoption)
     plan: EntryPlan | None = None  # the market gate's entry plan, handed to the workflow
 
 
-class GateActivities:
+class GateActivities(AdoptionGates):
     def __init__(self, redis: aioredis.Redis, settings: RiskSettings | None = None,
                  exchange: ExchangeSource = shared_exchange, policy: TradePolicy | None = None,
                  features: FeatureSource | None = None) -> None:
@@ -231,6 +225,7 @@ class GateActivities:
             raise to_application_error(exc) from exc
         for position in positions:
             snap.open_notional[position.symbol] = position.notional
+            snap.open_quantity[position.symbol] = position.quantity
         snap.read_at_ms = int(time.time() * 1000)
         snap.equity = balance.margin_balance
         snap.free_margin = balance.available_balance
@@ -442,48 +437,6 @@ class GateActivities:
             policy=self._policy, features=features, entry_guard=None if failed else guard,
             plan=None if failed else snap.plan,
         )
-
-    async def _adoption_gates(self, request: GateRequest) -> GateReport:
-        """An orphan position reconcile hands over: the symbol lock is the one gate (nobody else
-        may manage the symbol); the levels are planned at the position's entry price with the
-        trade's policy. Safe mode, the kill switch and the risk limits do not apply: the position
-        exists already, and protecting it is what they are for."""
-        intent, adopt = request.intent, request.adopt
-        snap = await self._read_redis(request)
-        if adopt.takes_lock_from and snap.kill_switch is None and snap.lock_owner == adopt.takes_lock_from:
-            # The ended owner's lock passes to this trade in one step: nothing enters in between.
-            if int(await self._redis.eval(_HANDOVER_LUA, 1, lock_key(intent.symbol), adopt.takes_lock_from,
-                                          request.workflow_id)):
-                snap.lock_owner = request.workflow_id
-        await self._market_clock(snap)
-        await self._read_exchange(intent.symbol, snap)
-        policy = self._policy or TradePolicy()
-        plan, verdicts = None, []
-        if snap.kill_switch is not None:  # the operator is flattening: nothing is taken over
-            verdicts.append(GateVerdict(name="kill_switch", passed=False,
-                                        detail=f"kill switch is on ({_reason_of(snap.kill_switch)}): not adopted"))
-        elif snap.rules is None:
-            verdicts.append(GateVerdict(name="market", passed=False,
-                                        detail=f"market {intent.symbol} does not exist on the exchange"))
-        else:
-            try:
-                plan = plan_adoption(intent, quantity=adopt.quantity, leverage=adopt.leverage or intent.leverage,
-                                     tick_size=snap.rules.tick_size, levels=policy.levels)
-                verdicts.append(GateVerdict(name="market", passed=True,
-                                            detail=f"adopting {adopt.quantity} @ {adopt.entry_price}, "
-                                                   f"stop {plan.levels.stop_loss}"))
-            except (LevelsError, ValueError) as err:
-                verdicts.append(GateVerdict(name="market", passed=False, detail=f"no levels: {err}"))
-        lock, acquired = await self._lock_verdict(request, snap.lock_owner, take=plan is not None)
-        verdicts.append(lock)
-        failed = [v for v in verdicts if not v.passed]
-        return GateReport(
-            passed=not failed, verdicts=verdicts,
-            rejection_reason=f"{failed[0].name}: {failed[0].detail}" if failed else None,
-            lock_acquired=acquired and not failed, market_rules=snap.rules, price=snap.price,
-            price_time_ms=snap.price_time_ms, equity=snap.equity, free_margin=snap.free_margin,
-            policy=self._policy, features=await self._features_of(intent.symbol) if not failed else None,
-            plan=None if failed else plan)
 
     async def _count_rejection(self, gate: str) -> None:
         """Counted per refusing gate (at least once: a retried activity may count twice)."""

@@ -58,6 +58,16 @@ redis.call('SET', KEYS[3], ARGV[4])
 return #entries
 """
 
+# Take a symbol's lock for a flatten: free, or held by the ended trade (ARGV[1]). ARGV[2]: holder.
+_TAKE_FOR_FLATTEN_LUA = """
+local owner = redis.call('GET', KEYS[1])
+if (not owner) or owner == ARGV[1] or owner == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
 # Delete a position hash only if the same workflow still owns it.
 _REMOVE_HASH_LUA = """
 if redis.call('HGET', KEYS[1], 'workflow_id') == ARGV[1] then
@@ -91,6 +101,7 @@ class ReconcileActivities:
         self._orders, self._redis, self._temporal, self._release_lock = orders, redis, temporal, release_lock
         self._publish = redis.register_script(_PUBLISH_LUA)
         self._remove_hash = redis.register_script(_REMOVE_HASH_LUA)
+        self._take_for_flatten = redis.register_script(_TAKE_FOR_FLATTEN_LUA)
 
     # ------------------------------------------------------------------------------ snapshot
 
@@ -255,19 +266,22 @@ class ReconcileActivities:
                                               args=[finding.workflow_id])
             return bool(int(removed)), "removed" if int(removed) else "not removed: rewritten meanwhile"
         if action is Action.FLATTEN:
+            # The symbol's lock first (free, or the ended trade's): no trade can enter the symbol
+            # between the second look and the close, so only the orphan is flattened.
+            holder = f"rc-{run_tag(run_id)}-flatten"
+            lock = LOCK_KEY.format(symbol=finding.symbol.upper())
+            if not int(await self._take_for_flatten(keys=[lock], args=[finding.lock_owner or "", holder])):
+                return False, f"not flattened: {await self._redis.get(lock)} took {finding.symbol} meanwhile"
             # The ended trade's stops are cancelled by the same close, once flat (never before).
             closed = await self._orders.close_position(ClosePositionRequest(
                 symbol=finding.symbol, client_order_id=flatten_client_id(run_id, finding.symbol),
                 cancel_stop_client_order_ids=finding.stops))
-            if closed.remaining_quantity != 0:
+            if closed.remaining_quantity != 0:  # the lock stays: nothing enters until it is flat
                 return False, f"{closed.remaining_quantity} still open after the close"
             detail = "already flat" if closed.was_flat else f"closed {closed.order.filled} @ {closed.order.average_price}"
             if closed.stops_not_cancelled:
                 detail += f"; stops not cancelled: {', '.join(closed.stops_not_cancelled)}"
-            if finding.lock_owner:  # the ended trade kept its lock while the position was open
-                released = await self._release_lock(ReleaseLockRequest(
-                    workflow_id=finding.lock_owner, symbol=finding.symbol, cooldown_s=0))
-                detail += "; its lock released" if released.released else ""
+            await self._release_lock(ReleaseLockRequest(workflow_id=holder, symbol=finding.symbol, cooldown_s=0))
             return True, detail
         raise ApplicationError(f"{action} is not an activity's action", type="bad_request", non_retryable=True)
 

@@ -15,6 +15,7 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.gates import GATE_ORDER, GateActivities, GateRequest, ReleaseLockRequest, cooldown_key, lock_key
+from activities.schemas.gates import AdoptPosition
 from common.safe_mode import clear_safe_mode, set_safe_mode
 from common.redis_keys import GATE_REJECTIONS_KEY, KILL_SWITCH_KEY, SAFE_MODE_KEY
 from activities.risk_settings import RiskSettings
@@ -308,3 +309,33 @@ async def test_a_second_run_of_a_workflow_id_that_traded_is_refused(exchange, re
     assert not report.passed and not report.lock_acquired
     assert report.rejection_reason.startswith("workflow_id_reuse: ") and "run run-1" in report.rejection_reason
     assert await redis_client.get(lock_key(BTC)) is None
+
+
+# -- adoption (reconcile hands an orphan position over) -----------------------------------------
+
+
+async def adopt(acts, market_now, quantity, workflow_id="adopt-btc-1", takes_lock_from=None):
+    intent = make_intent(market_now, stop_loss=None, take_profit=None, source="reconcile")
+    return await run(acts.run_gates, GateRequest(workflow_id=workflow_id, intent=intent, adopt=AdoptPosition(
+        quantity=Decimal(quantity), entry_price=Decimal("63000"), leverage=5, seen_at_ms=0,
+        reconcile_run_id="run-1", takes_lock_from=takes_lock_from)))
+
+
+async def test_an_adoption_needs_only_the_lock_and_the_same_position_on_the_exchange(exchange, redis_client,
+                                                                                    market_now):
+    await exchange.create_order("BTC/USDT:USDT", "market", "buy", 0.01)
+    await set_safe_mode(redis_client, reason="storm", ttl_s=600, set_by="test")  # never blocks protecting
+    await redis_client.set(lock_key(BTC), "trade-dead")  # the ended trade kept it (not flat)
+    acts = gates(exchange, redis_client)
+
+    changed = await adopt(acts, market_now, "0.02", takes_lock_from="trade-dead")
+    assert not changed.passed and changed.verdict("position").detail.startswith("the exchange holds 0.01")
+    assert await redis_client.get(lock_key(BTC)) == "adopt-btc-1"  # handed over in one step even so
+
+    report = await adopt(acts, market_now, "0.01")
+    assert report.passed and report.lock_acquired, report.verdicts
+    assert report.plan.sizing.quantity == Decimal("0.01") and report.plan.levels.stop_loss < Decimal("63000")
+
+    await redis_client.set(KILL_SWITCH_KEY, "operator")
+    refused = await adopt(acts, market_now, "0.01", workflow_id="adopt-btc-2")
+    assert not refused.passed and refused.verdict("kill_switch").detail.startswith("kill switch is on")

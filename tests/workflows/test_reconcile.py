@@ -122,6 +122,7 @@ async def test_orphan_position_and_its_orders_are_flattened_and_another_bots_ord
     assert await contracts(exchange, ETH) == 0
     assert dead_stop not in await open_orders(exchange, ETH, trigger=True)
     assert FOREIGN_CID in await open_orders(exchange, ETH)  # not ours: never touched
+    assert await rig.redis.get(LOCK_KEY.format(symbol="ETHUSDT")) is None  # held for the close only
     again = await reconcile(rig, OrphanMode.FLATTEN)
     assert again.complete and again.findings == [], again.findings
 
