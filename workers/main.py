@@ -34,9 +34,27 @@ def build_workers(client: Client, queues: list[str], deps: Dependencies) -> list
         workflows, activities = workflows_for(name), activities_for(name, deps)
         if not workflows and not activities:
             continue
-        workers.append(Worker(client, task_queue=name, workflows=workflows, activities=activities,
-                              **worker_options(name, deps.settings)))
+        workers.append(_new_worker(client, name, workflows, activities, deps))
     return workers
+
+
+def _new_worker(client: Client, name: str, workflows: list, activities: list, deps: Dependencies) -> Worker:
+    """A Worker, its workflows validated in the sandbox. On Python < 3.12 that validation can fail
+    at random with `KeyError: <thread id>` from the import lock (CPython bug 91351, seen by the SDK
+    as temporalio/sdk-python#585, fix pending in #1833): a finalizer importing an already loaded
+    module while a workflow module loads. Validating again succeeds; any other failure is raised."""
+    for attempt in range(3):
+        try:
+            return Worker(client, task_queue=name, workflows=workflows, activities=activities,
+                          **worker_options(name, deps.settings))
+        except RuntimeError as err:
+            cause = err.__cause__
+            while cause is not None and not isinstance(cause, KeyError):
+                cause = cause.__cause__
+            if attempt == 2 or not str(err).startswith("Failed validating workflow") or cause is None:
+                raise
+            log.warning("%s (import-lock race, CPython bug 91351): validating again", err)
+    raise AssertionError("unreachable")
 
 
 @asynccontextmanager
