@@ -34,17 +34,19 @@ class AdoptionGates:
         snap = await self._read_redis(request)
         if adopt.takes_lock_from and snap.kill_switch is None and snap.lock_owner == adopt.takes_lock_from:
             # The ended owner's lock passes to this trade in one step: nothing enters in between.
-            if int(await self._redis.eval(_HANDOVER_LUA, 1, LOCK_KEY.format(symbol=intent.symbol.upper()), adopt.takes_lock_from,
-                                          request.workflow_id)):
+            key = LOCK_KEY.format(symbol=intent.symbol.upper())
+            if int(await self._redis.eval(_HANDOVER_LUA, 1, key, adopt.takes_lock_from, request.workflow_id)):
                 snap.lock_owner = request.workflow_id
         await self._market_clock(snap)
         await self._read_exchange(intent.symbol, snap)
         policy = self._policy or TradePolicy()
         plan, verdicts = None, []
         if snap.kill_switch is not None:  # the operator is flattening: nothing is taken over
+            reason = parse_safe_mode(snap.kill_switch, -1).reason
             verdicts.append(GateVerdict(name="kill_switch", passed=False,
-                                        detail=f"kill switch is on ({parse_safe_mode(snap.kill_switch, -1).reason}): not adopted"))
-        elif snap.open_quantity.get(intent.symbol) != (adopt.quantity if intent.side.value == "BUY" else -adopt.quantity):
+                                        detail=f"kill switch is on ({reason}): not adopted"))
+        elif snap.open_quantity.get(intent.symbol) != (adopt.quantity if intent.side.value == "BUY"
+                                                       else -adopt.quantity):
             verdicts.append(GateVerdict(name="position", passed=False, detail=(
                 f"the exchange holds {snap.open_quantity.get(intent.symbol, 0)} {intent.symbol}, reconcile saw "
                 f"{intent.side.value} {adopt.quantity}: not adopted (the next run looks again)")))
