@@ -48,6 +48,11 @@ class ChaosStack:
         return subprocess.run([*QT, *args], env=self.env, cwd=self.tmp, capture_output=True, text=True,
                               timeout=timeout)
 
+    def qt_background(self, *args: str) -> subprocess.Popen:
+        """A `qt` command left running (its output discarded), e.g. a close the test kills under."""
+        return subprocess.Popen([*QT, *args], env=self.env, cwd=self.tmp, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+
     def up(self) -> None:
         ran = self.qt("up")
         assert ran.returncode == 0, ran.stdout + ran.stderr

@@ -21,6 +21,7 @@ crossed on the restarted server.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from decimal import Decimal
 
@@ -67,6 +68,29 @@ def stack(tmp_path):
 
 async def _trades(client: Client) -> list:
     return [w async for w in client.list_workflows("WorkflowType = 'TradeWorkflow'")]
+
+
+async def assert_account_whole(stack: ChaosStack, exchange, results: dict[str, TradeResult],
+                               wallet_before: Decimal) -> None:
+    """The account's invariants once every trade of `results` (workflow id -> result) ended."""
+    assert all(r.status.value == "CLOSED" for r in results.values()), results
+    listed = await _trades(stack.client)
+    assert sorted(w.id for w in listed) == sorted(results)  # one workflow per intent, no more
+    assert all(w.status is WorkflowExecutionStatus.COMPLETED for w in listed)
+    for wf in results:
+        audit = trade_audit(stack.paper, wf)
+        twice = {cid: n for cid, n in placements(audit).items() if n > 1}
+        assert not twice, (wf, twice)
+        protection = Protection.replay(audit)
+        assert protection.final_position == 0 and not protection.unprotected, protection.describe()
+    assert all(not p["contracts"] for p in await exchange.fetch_positions())
+    assert await exchange.fetch_open_orders(None) == []
+    assert await exchange.fetch_open_orders(None, params={"trigger": True}) == []
+    wallet_after = balance_of(await exchange.fetch_balance()).wallet_balance
+    pnl = sum((r.realized_pnl for r in results.values()), D(0))
+    assert abs((wallet_after - wallet_before) - pnl) <= D("1e-8"), (wallet_after - wallet_before, pnl)
+    reconciled = stack.qt("reconcile")
+    assert reconciled.returncode == 0 and "nothing to fix" in reconciled.stdout, reconciled.stdout + reconciled.stderr
 
 
 async def test_every_process_killed_in_turn_and_the_account_stays_whole(stack):
@@ -126,26 +150,89 @@ async def test_every_process_killed_in_turn_and_the_account_stays_whole(stack):
     for wf in ids.values():
         closed = stack.qt("close", wf, "--reason", "chaos over")
         assert closed.returncode == 0, closed.stdout + closed.stderr
-    results = {s: await client.get_workflow_handle(wf, result_type=TradeResult).result() for s, wf in ids.items()}
-
-    # -- the account's invariants
-    assert all(r.status.value == "CLOSED" for r in results.values()), results
-    listed = await _trades(client)
-    assert sorted(w.id for w in listed) == sorted(ids.values())  # one workflow per intent, no more
-    assert all(w.status is WorkflowExecutionStatus.COMPLETED for w in listed)
-    for symbol, wf in ids.items():
-        audit = trade_audit(stack.paper, wf)
-        twice = {cid: n for cid, n in placements(audit).items() if n > 1}
-        assert not twice, (symbol, twice)
-        protection = Protection.replay(audit)
-        assert protection.final_position == 0 and not protection.unprotected, protection.describe()
-    assert await exchange.fetch_positions() == [] or all(not p["contracts"] for p in await exchange.fetch_positions())
-    assert await exchange.fetch_open_orders(None) == []
-    assert await exchange.fetch_open_orders(None, params={"trigger": True}) == []
-    wallet_after = balance_of(await exchange.fetch_balance()).wallet_balance
-    pnl = sum((r.realized_pnl for r in results.values()), D(0))
-    assert abs((wallet_after - wallet_before) - pnl) <= D("1e-8"), (wallet_after - wallet_before, pnl)
-    reconciled = stack.qt("reconcile")
-    assert reconciled.returncode == 0 and "nothing to fix" in reconciled.stdout, reconciled.stdout + reconciled.stderr
+    results = {wf: await client.get_workflow_handle(wf, result_type=TradeResult).result() for wf in ids.values()}
+    await assert_account_whole(stack, exchange, results, wallet_before)
     await exchange.close()
     await redis.aclose()
+
+
+async def _first_to_reach(stack: ChaosStack, workflow_ids, statuses: set[str], timeout: float = 60) -> dict:
+    """Poll until one of the trades reaches one of `statuses`; then every trade's status, as seen
+    at that moment (what the kill that follows interrupted)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = {}
+        for wf in workflow_ids:
+            try:
+                seen[wf] = (await state(stack, wf)).status.value
+            except Exception:  # noqa: BLE001 - not started yet
+                seen[wf] = "-"
+        if statuses & set(seen.values()):
+            return seen
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"none of {list(workflow_ids)} reached {statuses} in {timeout} s\n{stack.logs()}")
+
+
+@pytest.mark.timeout(900)
+async def test_each_process_killed_mid_entry_and_mid_close(stack):
+    """Round after round, three trades on three symbols; in each round one process dies while the
+    trades enter (gates, entry order, first stop) and again while they close (closing orders, the
+    stops' cancels), and `qt up` brings it back. Every trade still opens protected and closes
+    flat, each order once; the account is whole at the end."""
+    await stack.temporal()
+    exchange = stack.exchange()
+    await exchange.load_markets()
+    wallet_before = balance_of(await exchange.fetch_balance()).wallet_balance
+    every_trade: list[str] = []
+    interrupted: list[str] = []  # what each kill interrupted: the trades' statuses at that moment
+    for part in ("worker", "redis", "paper-exchange", "temporal", "ingest"):
+        ids = await _publish_round(stack, prefix=f"mid-{part}-")
+        every_trade += ids
+        # Mid-entry: the intake dies with the intents still in its stream; every other part as
+        # soon as one trade has passed its gates and sent its entry order.
+        if part != "ingest":
+            interrupted.append(f"{part} mid-entry: {await _first_to_reach(stack, ids, {'OPENING', 'OPEN'})}")
+        await _kill_and_restart(stack, part)
+        for wf in ids:
+            await wait_for(stack, wf, lambda st: st.status.value == "OPEN", timeout=120)
+        # Mid-close: every trade's close asked for at once (`qt close`, as an operator would);
+        # the part dies once one of them is CLOSING.
+        closes = [stack.qt_background("close", wf, "--reason", f"chaos {part}") for wf in ids]
+        if part != "ingest":  # (the intake plays no part in a close)
+            interrupted.append(f"{part} mid-close: {await _first_to_reach(stack, ids, {'CLOSING', 'CLOSED'})}")
+            await _kill_and_restart(stack, part)
+        for wf in ids:
+            await wait_for(stack, wf, lambda st: st.status.is_final, timeout=120)
+        for close in closes:  # (its answer may have been lost with the part; the close was not)
+            try:
+                close.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                close.kill()
+                close.wait()
+    print("\n".join(interrupted))
+    results = {wf: await stack.client.get_workflow_handle(wf, result_type=TradeResult).result()
+               for wf in every_trade}
+    await assert_account_whole(stack, exchange, results, wallet_before)
+    await exchange.close()
+
+
+async def _publish_round(stack: ChaosStack, prefix: str) -> list[str]:
+    """One fresh intent per symbol on the intent stream, at today's prices; their workflow ids."""
+    redis = stack.redis()  # (a connection per round: redis-server may have died since the last)
+    for symbol, price in PRICES.items():
+        stack.paper.set_price(symbol, str(price))
+    market_ms = stack.paper.clock()["market_ms"]
+    ids = []
+    for symbol, price in PRICES.items():
+        fields = intent_fields(symbol, "BUY", price, market_ms, id_prefix=prefix)
+        await redis.xadd(TRADE_INTENT_STREAM, fields)
+        ids.append(f"trade-{fields['intent_id']}")
+    await redis.aclose()
+    return ids
+
+
+async def _kill_and_restart(stack: ChaosStack, part: str) -> None:
+    stack.kill(part)
+    stack.up()
+    if part == "temporal":
+        await stack.temporal()  # (this test's connection died with the server; the workers' reconnect)
