@@ -299,8 +299,14 @@ class OrderActivities:
                 for t in await exchange.fetch_my_trades(unified, None, 1000, {"orderId": order.order_id}):
                     raw[str(t["id"])] = t
             if request.since_ms is not None:
+                # The symbol's fills since the entry (a triggered stop's market order is known by
+                # no id of ours), but none older than this trade's own first fill: trade ids only
+                # grow, and an earlier trade's fills can share the entry's millisecond (a market
+                # clock that stands still, a quick re-entry) and were counted twice before.
+                first_own = min((int(i) for i in raw), default=None)
                 for t in await self._trades_since(exchange, unified, request.since_ms):
-                    raw[str(t["id"])] = t
+                    if first_own is None or int(t["id"]) >= first_own:
+                        raw[str(t["id"])] = t
             funding = []
             if request.funding_since_ms is not None:
                 funding = await self._funding_since(exchange, symbol_id, request.funding_since_ms)

@@ -29,7 +29,8 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from exchange.parse import balance_of
-from common.redis_keys import LOCK_KEY, TRADE_INTENT_STREAM
+from common.latest_price import parse_latest_price
+from common.redis_keys import LOCK_KEY, TRADE_INTENT_STREAM, latest_price_key
 from local_stack.chaos_stack import ChaosStack
 from local_stack.intents import intent_fields
 from tests.fixtures.protection import Protection, placements, trade_audit
@@ -79,6 +80,7 @@ async def assert_account_whole(stack: ChaosStack, exchange, results: dict[str, T
     assert all(w.status is WorkflowExecutionStatus.COMPLETED for w in listed)
     for wf in results:
         audit = trade_audit(stack.paper, wf)
+        assert audit, f"{wf}: no order of it in the exchange's audit log"
         twice = {cid: n for cid, n in placements(audit).items() if n > 1}
         assert not twice, (wf, twice)
         protection = Protection.replay(audit)
@@ -185,8 +187,9 @@ async def test_each_process_killed_mid_entry_and_mid_close(stack):
     wallet_before = balance_of(await exchange.fetch_balance()).wallet_balance
     every_trade: list[str] = []
     interrupted: list[str] = []  # what each kill interrupted: the trades' statuses at that moment
-    for part in ("worker", "redis", "paper-exchange", "temporal", "ingest"):
-        ids = await _publish_round(stack, prefix=f"mid-{part}-")
+    for n, part in enumerate(("worker", "redis", "paper-exchange", "temporal", "ingest")):
+        # (short ids: client ids keep the workflow id whole, so the audit finds every order)
+        ids = await _publish_round(stack, prefix=f"mid{n}-")
         every_trade += ids
         # Mid-entry: the intake dies with the intents still in its stream; every other part as
         # soon as one trade has passed its gates and sent its entry order.
@@ -221,6 +224,7 @@ async def _publish_round(stack: ChaosStack, prefix: str) -> list[str]:
     redis = stack.redis()  # (a connection per round: redis-server may have died since the last)
     for symbol, price in PRICES.items():
         stack.paper.set_price(symbol, str(price))
+    await _until_the_feed_has(redis, PRICES)
     market_ms = stack.paper.clock()["market_ms"]
     ids = []
     for symbol, price in PRICES.items():
@@ -229,6 +233,18 @@ async def _publish_round(stack: ChaosStack, prefix: str) -> list[str]:
         ids.append(f"trade-{fields['intent_id']}")
     await redis.aclose()
     return ids
+
+
+async def _until_the_feed_has(redis, prices: dict[str, Decimal], timeout: float = 30) -> None:
+    """Wait until the market feed's latest prices (what the gates read) are the ones just set:
+    an intent read before would meet the previous round's price and be rejected."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        feed = {s: parse_latest_price(await redis.hgetall(latest_price_key(s))) for s in prices}
+        if all(f is not None and f.price == prices[s] for s, f in feed.items()):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the market feed never showed {prices}: {feed}")
 
 
 async def _kill_and_restart(stack: ChaosStack, part: str) -> None:

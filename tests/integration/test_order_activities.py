@@ -203,6 +203,23 @@ async def test_fills_sum_to_the_exchanges_pnl_fees_and_funding(orders, paper, ex
     assert (by_time.realized_pnl, by_time.fees) == (result.realized_pnl, result.fees)
 
 
+async def test_an_earlier_trade_in_the_same_millisecond_is_not_counted(orders, paper):
+    """A market clock that stands still (or a quick re-entry): the second trade's fills since its
+    entry time must not take in the first trade's, which share that millisecond (the chaos suite
+    found each trade's PnL summing every earlier one's)."""
+    opened_ms = paper.clock()["market_ms"]
+    await run(orders.place_order, market("t8-entry"))
+    paper.set_price(BTC, 63500)
+    await run(orders.close_position, ClosePositionRequest(symbol=BTC, client_order_id="t8-close"))
+    assert paper.clock()["market_ms"] == opened_ms  # (the clock stood still)
+    await run(orders.place_order, market("t9-entry"))
+    paper.set_price(BTC, 63100)
+    await run(orders.close_position, ClosePositionRequest(symbol=BTC, client_order_id="t9-close"))
+    second = await run(orders.get_fills, FillsRequest(symbol=BTC, client_order_ids=["t9-entry", "t9-close"],
+                                                      since_ms=opened_ms))
+    assert {f.client_order_id for f in second.fills} == {"t9-entry", "t9-close"}, second.fills
+
+
 @pytest.mark.parametrize(("status", "code", "kind"), [(429, -1003, "rate_limited"), (503, -1001, "exchange_busy")])
 async def test_transient_refusals_are_retryable(orders, paper, status, code, kind):
     paper.add_fault(path="/fapi/v1/order", method="POST", status=status, code=code)
