@@ -15,7 +15,8 @@ Kill points: the intake while the intents are published (nothing started twice, 
 the worker while a take-profit is crossed (harvested once, after the restart); the paper exchange
 while trades are open (their stops persist); redis-server (the locks come back from the AOF);
 the Temporal dev server (histories persist; workers and intake reconnect), then a take-profit
-crossed on the restarted server.
+crossed on the restarted server. The second test kills each process again mid-entry and
+mid-close, in five rounds of three fresh trades (`test_each_process_killed_mid_entry_and_mid_close`).
 """
 
 from __future__ import annotations
