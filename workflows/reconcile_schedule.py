@@ -1,6 +1,7 @@
 """The reconcile Schedule: created or updated idempotently by every workflow worker that starts
 (and by `qt reconcile`), with overlap SKIP, so two runs never act at once however many workers
-or operators ask. `run_reconcile_now` triggers it and waits for the run's report.
+or operators ask. `run_reconcile_now` triggers it and waits for the run's report; with
+QT_RECONCILE_SCHEDULE=false and no Schedule it runs once without creating one.
 
 Client-side code (workers, the CLI): never imported by a workflow.
 """
@@ -25,6 +26,8 @@ from temporalio.client import (
     ScheduleState,
     ScheduleUpdate,
 )
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.schemas.reconcile import ReconcileReport
 from common.reconcile_settings import ReconcileSettings
@@ -73,6 +76,9 @@ async def run_reconcile_now(client: Client, settings: ReconcileSettings | None =
     """Trigger the Schedule and wait for the run it started (or the one already running, which
     the trigger does not double) to end; its report. An existing Schedule keeps the settings
     the workers gave it (the caller's environment, an API's or a CLI's, may not carry them)."""
+    settings = settings or ReconcileSettings()
+    if not settings.schedule and not await _schedule_exists(client):
+        return await _run_once(client, settings, timeout_s)
     handle = await ensure_reconcile_schedule(client, settings, update=False)
     asked = time.time()
     await handle.trigger(overlap=ScheduleOverlapPolicy.SKIP)
@@ -89,3 +95,28 @@ async def run_reconcile_now(client: Client, settings: ReconcileSettings | None =
         if time.time() > deadline:
             raise TimeoutError(f"no reconcile run started within {timeout_s:g}s: is a trade-workflows worker up?")
         await asyncio.sleep(0.2)
+
+
+async def _schedule_exists(client: Client) -> bool:
+    try:
+        await client.get_schedule_handle(SCHEDULE_ID).describe()
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def _run_once(client: Client, settings: ReconcileSettings, timeout_s: float) -> ReconcileReport:
+    """QT_RECONCILE_SCHEDULE=false and no Schedule: one run started directly, not a Schedule the
+    operator turned off created behind their back. Its fixed id with USE_EXISTING keeps the
+    Schedule's rule that two runs never act at once: a second caller waits for the same run."""
+    action = reconcile_schedule(settings).action
+    run = await client.start_workflow(
+        action.workflow, action.args[0], id=f"{SCHEDULE_ID}-now", task_queue=action.task_queue,
+        execution_timeout=action.execution_timeout, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        result_type=ReconcileReport)
+    try:
+        return await asyncio.wait_for(run.result(), timeout_s)
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"no reconcile run ended within {timeout_s:g}s: is a trade-workflows worker up?") from None

@@ -13,7 +13,7 @@ import pytest_asyncio
 from common.reconcile_settings import ReconcileSettings
 from common.redis_keys import LOCK_KEY
 from tests.api.test_qt_commands import qt
-from workflows.reconcile_schedule import SCHEDULE_ID, ensure_reconcile_schedule
+from workflows.reconcile_schedule import SCHEDULE_ID, ensure_reconcile_schedule, run_reconcile_now
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -44,6 +44,16 @@ async def test_the_schedule_is_created_once_and_updated_in_place(schedule_env, r
     assert described.schedule.policy.overlap.name == "SKIP"
     assert json.loads(described.schedule.action.args[0].data)["orphans"] == "flatten"  # (raw payloads)
     assert [s.id async for s in await temporal_client.list_schedules()].count(SCHEDULE_ID) == 1
+
+
+async def test_with_the_schedule_turned_off_a_run_now_creates_no_schedule(schedule_env, rig, temporal_client,
+                                                                         redis_client):
+    await redis_client.set(LOCK_KEY.format(symbol="XRPUSDT"), "trade-gone-too")
+    report = await run_reconcile_now(temporal_client, ReconcileSettings(schedule=False, orphans="report",
+                                                                          confirm_s=0.5), timeout_s=60)
+    assert report.complete and any(f.kind == "orphan_lock" for f in report.findings), report
+    assert await redis_client.get(LOCK_KEY.format(symbol="XRPUSDT")) is None
+    assert SCHEDULE_ID not in [s.id async for s in await temporal_client.list_schedules()]
 
 
 async def test_qt_reconcile_runs_it_fixes_an_orphan_lock_and_reports(schedule_env, api, rig, redis_client, paper):
