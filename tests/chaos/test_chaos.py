@@ -141,9 +141,8 @@ async def test_every_process_killed_in_turn_and_the_account_stays_whole(stack):
     assert locks == {s: ids[s] for s in PRICES}, locks
 
     # 5. The Temporal dev server dies: histories persist; ETH's TP1 is harvested on the new one.
-    stack.kill("temporal")
-    stack.up()
-    client = await stack.temporal()
+    await _kill_and_restart(stack, "temporal")
+    client = stack.client
     eth = await wait_for(stack, ids["ETHUSDT"], lambda st: st.status.value == "OPEN", timeout=120)
     tp1 = eth.exit.levels.take_profits[0].price
     stack.paper.set_price("ETHUSDT", str(tp1 + (tp1 - PRICES["ETHUSDT"]) * D("0.2")))
